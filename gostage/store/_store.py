@@ -367,6 +367,16 @@ class Store:
             self._purge_locked()
             return list(self._data)
 
+    def items(self) -> list[tuple[str, Any]]:
+        """Return ``(key, value)`` pairs of the live keys, in insertion order.
+
+        The values are the stored objects themselves, as :meth:`get` returns them;
+        use :meth:`to_dict` for deep copies.
+        """
+        with self._lock:
+            self._purge_locked()
+            return list(self._data.copy().items())
+
     def __iter__(self) -> Iterator[str]:
         """Iterate over a snapshot of :meth:`keys` (later changes do not affect it)."""
         return iter(self.keys())

@@ -1,0 +1,367 @@
+"""The Runner: runs a workflow's stages and actions in order, through middleware.
+
+One run, from the outside in::
+
+    Runner.execute
+      runner middleware ...           (ctx, workflow, logger)
+        _run_stages                   builds the run plan, walks its stages
+          workflow middleware ...     (ctx, stage, workflow, logger), every stage
+            _run_stage                skips a disabled stage, applies initial data
+              stage middleware ...    (ctx, stage, workflow, logger)
+                _run_actions          walks the stage's actions, checks cancel/deadline
+
+The plan is rebuilt on each call of ``_run_stages``, so a retry starts from the
+workflow's definition, not from the dynamic additions of the failed attempt.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from gostage._broker import Broker
+from gostage._context import ActionContext, CancelEvent, RunContext, RunState
+from gostage._exceptions import ActionError, WorkflowCancelled, WorkflowError, WorkflowTimeout
+from gostage._logging import DefaultLogger, Logger
+from gostage._middleware import Middleware, RunnerFunc, StageFunc, compose
+from gostage._model import Stage, Workflow
+from gostage._registry import ActionRegistry, default_registry
+
+if TYPE_CHECKING:
+    from gostage._defs import SubWorkflowDef
+    from gostage._spawn._middleware import IPCMiddleware, SpawnMiddleware
+    from gostage._spawn._options import Isolation, SpawnOptions, SpawnResult
+    from gostage.store import Store
+
+__all__ = ["RunResult", "RunStatus", "Runner"]
+
+
+class RunStatus(str, Enum):
+    """Where a run is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SUSPENDED = "suspended"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one run.
+
+    ``final_store`` maps each key of the workflow's store to its value when the run
+    ended (the stored objects themselves, as ``store.items()`` gives them); ``error`` is
+    the exception of a failed run (only :meth:`Runner.execute_all` with
+    ``ignore_errors=True`` returns failed results: ``execute`` raises instead).
+    """
+
+    workflow_id: str
+    success: bool
+    error: BaseException | None
+    duration: float
+    final_store: dict[str, Any] = field(repr=False)
+    run_id: str
+    status: RunStatus
+
+
+class Runner:
+    """Runs workflows in this process and child workflows in supervised child processes.
+
+    Holds runner middleware, the default logger, the IPC broker, the action
+    registry that child workflows are built from, and IPC / spawn middleware.
+    """
+
+    def __init__(
+        self,
+        middleware: Iterable[Middleware] = (),
+        logger: Logger | None = None,
+        *,
+        registry: ActionRegistry | None = None,
+    ) -> None:
+        self._middleware: list[Middleware] = list(middleware)
+        self.logger: Logger = logger if logger is not None else DefaultLogger()
+        self.broker = Broker(self.logger)
+        self.registry: ActionRegistry = registry if registry is not None else default_registry
+        self._ipc_middleware: list[IPCMiddleware] = []
+        self._spawn_middleware: list[SpawnMiddleware] = []
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        """Runner middleware, outermost first."""
+        return tuple(self._middleware)
+
+    def use(self, *middleware: Middleware) -> Runner:
+        """Add runner middleware (first registered is outermost); returns the runner."""
+        self._middleware.extend(middleware)
+        return self
+
+    def execute(
+        self,
+        workflow: Workflow,
+        logger: Logger | None = None,
+        *,
+        timeout: float | None = None,
+        cancel: CancelEvent | None = None,
+    ) -> RunResult:
+        """Run ``workflow`` to the end and return its :class:`RunResult`.
+
+        Raises :class:`ActionError` when an action fails, :class:`WorkflowTimeout`
+        after ``timeout`` seconds, :class:`WorkflowCancelled` once ``cancel`` is set
+        (both checked between actions, and visible to actions as ``ctx.cancelled``),
+        and :class:`WorkflowError` for a workflow with no stages. An exception
+        raised by a middleware propagates unchanged.
+        """
+        if not workflow.stages:
+            raise WorkflowError(f"workflow {workflow.id!r} has no stages; add one with add_stage")
+        log = logger if logger is not None else self.logger
+        ctx = RunContext(cancel=cancel)
+        if timeout is not None:
+            ctx = ctx.with_timeout(timeout)
+        run_id = uuid.uuid4().hex
+        start = time.perf_counter()
+
+        def run_stages(ctx: RunContext, workflow: Workflow, logger: Logger) -> None:
+            self._run_stages(ctx, workflow, logger, run_id)
+
+        chain: RunnerFunc = compose(self._middleware, run_stages)
+        try:
+            chain(ctx, workflow, log)
+        except WorkflowError as exc:
+            exc.run_id = run_id
+            raise
+        return RunResult(
+            workflow_id=workflow.id,
+            success=True,
+            error=None,
+            duration=time.perf_counter() - start,
+            final_store=dict(workflow.store.items()),
+            run_id=run_id,
+            status=RunStatus.COMPLETED,
+        )
+
+    def execute_all(
+        self, workflows: Iterable[Workflow], ignore_errors: bool = False
+    ) -> list[RunResult]:
+        """Run each workflow in turn; results in the same order.
+
+        A failure raises at once unless ``ignore_errors`` is true, in which case it
+        becomes a failed :class:`RunResult` (status ``FAILED``, or ``CANCELLED``)
+        and the next workflow runs.
+        """
+        results: list[RunResult] = []
+        for workflow in workflows:
+            start = time.perf_counter()
+            try:
+                results.append(self.execute(workflow))
+            except Exception as exc:
+                if not ignore_errors:
+                    raise
+                status = (
+                    RunStatus.CANCELLED if isinstance(exc, WorkflowCancelled) else RunStatus.FAILED
+                )
+                results.append(
+                    RunResult(
+                        workflow_id=workflow.id,
+                        success=False,
+                        error=exc,
+                        duration=time.perf_counter() - start,
+                        final_store=dict(workflow.store.items()),
+                        run_id=getattr(exc, "run_id", None) or uuid.uuid4().hex,
+                        status=status,
+                    )
+                )
+        return results
+
+    # -- child processes ---------------------------------------------------------
+
+    def add_ipc_middleware(self, middleware: IPCMiddleware) -> Runner:
+        """Transform messages crossing the process boundary (see ``IPCMiddleware``)."""
+        self._ipc_middleware.append(middleware)
+        return self
+
+    def use_spawn_middleware(self, middleware: SpawnMiddleware) -> Runner:
+        """Hook into each child's lifecycle and messages (see ``SpawnMiddleware``)."""
+        self._spawn_middleware.append(middleware)
+        return self
+
+    def spawn(
+        self,
+        defn: SubWorkflowDef,
+        *,
+        store: Store | None = None,
+        timeout: float | None = None,
+        options: SpawnOptions | None = None,
+        trust_child: bool = False,
+    ) -> SpawnResult:
+        """Run ``defn`` in a fresh child process and wait for it.
+
+        Messages the child sends are handled live, in order, before this returns.
+        Given a ``store``, the child's store writes are applied to it as they
+        arrive. ``timeout`` (seconds from process start) overrides
+        ``options.timeout``. Raises :class:`UnknownActionError` before starting
+        anything if an action id is not registered, and a :class:`SpawnError`
+        subclass saying what went wrong if the child did not succeed. With
+        ``trust_child=True`` values that JSON cannot carry travel pickled; never
+        set it for a child running untrusted code.
+        """
+        from gostage._spawn._spawner import run_children
+
+        (outcome,) = run_children(
+            self, [defn], store=store, options=options, timeout=timeout, trust_child=trust_child
+        )
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def spawn_many(
+        self,
+        defs: Iterable[SubWorkflowDef],
+        *,
+        max_workers: int | None = None,
+        return_exceptions: bool = False,
+        isolation: Isolation = "process",
+        options: SpawnOptions | None = None,
+        timeout: float | None = None,
+        trust_child: bool = False,
+        fail_fast: bool = False,
+    ) -> list[SpawnResult | BaseException]:
+        """Run child workflows concurrently; one entry per definition, in input order.
+
+        At most ``max_workers`` (default: CPU count) children are alive at once.
+        A failing child does not stop the others: with ``return_exceptions`` its
+        exception takes its place in the list; without, every child still runs to
+        its end and then the first failure (in input order) is raised. With
+        ``fail_fast`` the first failure kills the children still running and
+        cancels those not started.
+        """
+        from gostage._spawn._spawner import run_children
+
+        if isolation != "process":
+            raise ValueError(
+                f"isolation={isolation!r} is not available yet (issue #4); use 'process'"
+            )
+        outcomes = run_children(
+            self,
+            defs,
+            max_workers=max_workers,
+            options=options,
+            timeout=timeout,
+            trust_child=trust_child,
+            fail_fast=fail_fast,
+        )
+        if not return_exceptions:
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        return outcomes
+
+    def _spawn_for_action(
+        self,
+        actx: ActionContext,
+        defn: SubWorkflowDef,
+        *,
+        timeout: float | None,
+        options: SpawnOptions | None,
+        trust_child: bool,
+    ) -> SpawnResult:
+        from gostage._spawn._spawner import run_children
+
+        (outcome,) = run_children(
+            self,
+            [defn],
+            store=actx.store,
+            options=options,
+            timeout=timeout,
+            trust_child=trust_child,
+            ctx=actx.run_context,
+        )
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome.store is not None:
+            actx.store.merge(outcome.store)
+        return outcome
+
+    # -- the inner layers (see the module docstring) ----------------------------
+
+    def _send(self, msg_type: str, payload: Any) -> None:
+        # In-process, a message still crosses every IPC layer, out and back in,
+        # so handlers see the same thing whether or not a process boundary was there.
+        for mw in reversed(self._ipc_middleware):
+            msg_type, payload = mw.process_outbound(msg_type, payload)
+        for mw in self._ipc_middleware:
+            msg_type, payload = mw.process_inbound(msg_type, payload)
+        self.broker.dispatch(msg_type, payload)
+
+    def _run_stages(self, ctx: RunContext, workflow: Workflow, logger: Logger, run_id: str) -> None:
+        run = RunState(workflow, logger, run_id, self)
+
+        def run_stage(ctx: RunContext, stage: Stage, workflow: Workflow, logger: Logger) -> None:
+            self._run_stage(ctx, stage, workflow, logger, run)
+
+        chain: StageFunc = compose(workflow.middleware, run_stage)
+        # The plan grows while we walk it (dynamic stages), hence the index loop.
+        index = 0
+        while index < len(run.plan):
+            run.stage_index = index
+            run.stage_insert_at = index + 1
+            stage = run.plan[index].stage
+            ctx.check(f"before stage {stage.id!r} of workflow {workflow.id!r}")
+            chain(ctx, stage, workflow, logger)
+            index += 1
+
+    def _run_stage(
+        self, ctx: RunContext, stage: Stage, workflow: Workflow, logger: Logger, run: RunState
+    ) -> None:
+        if stage.id in workflow._disabled_stages:
+            logger.info("skipping disabled stage %r of workflow %r", stage.id, workflow.id)
+            return
+        for key, value in stage.initial_data.items():
+            workflow.store.put(key, value)
+
+        def run_actions(ctx: RunContext, stage: Stage, workflow: Workflow, logger: Logger) -> None:
+            self._run_actions(ctx, workflow, logger, run)
+
+        chain: StageFunc = compose(stage.middleware, run_actions)
+        chain(ctx, stage, workflow, logger)
+
+    def _run_actions(
+        self, ctx: RunContext, workflow: Workflow, logger: Logger, run: RunState
+    ) -> None:
+        entry = run.plan[run.stage_index]
+        stage = entry.stage
+        actions = entry.actions  # grows while we walk it (dynamic actions)
+        disabled = workflow._disabled_actions
+        index = 0
+        while index < len(actions):
+            action = actions[index]
+            if ctx.deadline is not None or ctx.cancel is not None:
+                ctx.check(f"before action {action.name!r} in stage {stage.id!r}")
+            if action.name in disabled:
+                logger.info("skipping disabled action %r in stage %r", action.name, stage.id)
+                index += 1
+                continue
+            try:
+                action.execute(ActionContext(run, entry, action, index, ctx))
+            except (WorkflowCancelled, WorkflowTimeout):
+                raise
+            except Exception as exc:
+                raise ActionError(
+                    f"action {action.name!r} in stage {stage.id!r} of workflow "
+                    f"{workflow.id!r} failed: {type(exc).__name__}: {exc}",
+                    workflow_id=workflow.id,
+                    stage_id=stage.id,
+                    action_name=action.name,
+                ) from exc
+            index += 1
+        # An action that stopped early because ctx.cancelled turned true must not
+        # let the run count as complete.
+        ctx.check(f"after the actions of stage {stage.id!r}")

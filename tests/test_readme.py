@@ -1,0 +1,75 @@
+"""README.md cannot rot: every ```python block in it runs as a script, as it is.
+
+Each block runs in its own interpreter (a fresh namespace, like a user pasting it
+into a file), from a temporary directory. The quick start and the list of examples
+are checked against the repository too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+TEXT = README.read_text(encoding="utf-8")
+
+# A fenced block: the opening fence with its language, the body, the closing fence.
+FENCE = re.compile(r"^```([\w+-]*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+BLOCKS = [(m.group(1), m.group(2)) for m in FENCE.finditer(TEXT)]
+PYTHON_BLOCKS = [body for lang, body in BLOCKS if lang == "python"]
+
+
+def block_id(index: int, body: str) -> str:
+    first = next((ln.strip() for ln in body.splitlines() if ln.strip()), "")
+    return f"block{index}: {first[:50]}"
+
+
+def test_readme_has_python_blocks() -> None:
+    assert len(PYTHON_BLOCKS) >= 8
+
+
+@pytest.mark.parametrize(
+    "body",
+    PYTHON_BLOCKS,
+    ids=[block_id(i, body) for i, body in enumerate(PYTHON_BLOCKS)],
+)
+def test_python_block_runs(body: str, tmp_path: Path) -> None:
+    script = tmp_path / "snippet.py"
+    script.write_text(body, encoding="utf-8")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, (
+        f"README block failed (exit {proc.returncode}):\n{body}\n"
+        f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    )
+
+
+def test_quick_start_is_the_two_tools() -> None:
+    section = TEXT.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = [body for _, body in FENCE.findall(section)]
+    assert blocks == ["./tools/demo\n./tools/test\n"]
+    for tool in ("demo", "test"):
+        path = ROOT / "tools" / tool
+        assert path.is_file() and os.access(path, os.X_OK), f"{path} is not executable"
+    assert "examples/basic_usage.py" in (ROOT / "tools" / "demo").read_text()
+
+
+def test_examples_section_lists_every_example() -> None:
+    section = TEXT.split("## Examples", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^- `([\w.]+\.py)`", section, re.MULTILINE))
+    present = {p.name for p in (ROOT / "examples").glob("*.py")}
+    assert listed == present
