@@ -56,9 +56,14 @@ class FrameTooLargeError(FrameError):
     """A message or result is bigger than the channel's frame limit."""
 
 
+# One encoder for every frame: json.dumps with non-default options builds a new
+# encoder per call, which costs more than encoding a small message.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON text; strict (no NaN/Infinity, which are not JSON)."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(obj)
 
 
 def encode_frame(obj: Any, max_frame: int) -> bytes:
