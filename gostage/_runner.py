@@ -16,6 +16,7 @@ workflow's definition, not from the dynamic additions of the failed attempt.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -32,7 +33,11 @@ from gostage._model import Stage, Workflow
 from gostage._registry import ActionRegistry, default_registry
 
 if TYPE_CHECKING:
+    from multiprocessing.context import SpawnContext
+
     from gostage._defs import SubWorkflowDef
+    from gostage._spawn._backends.pool import WorkerPool
+    from gostage._spawn._child import ChildLimits
     from gostage._spawn._middleware import IPCMiddleware, SpawnMiddleware
     from gostage._spawn._options import Isolation, SpawnOptions, SpawnResult
     from gostage.store import Store
@@ -93,6 +98,9 @@ class Runner:
         self.registry: ActionRegistry = registry if registry is not None else default_registry
         self._ipc_middleware: list[IPCMiddleware] = []
         self._spawn_middleware: list[SpawnMiddleware] = []
+        self._pool: WorkerPool | None = None
+        self._pool_key: tuple[Any, ...] | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def middleware(self) -> tuple[Middleware, ...]:
@@ -228,7 +236,7 @@ class Runner:
         *,
         max_workers: int | None = None,
         return_exceptions: bool = False,
-        isolation: Isolation = "process",
+        isolation: Isolation | None = None,
         options: SpawnOptions | None = None,
         timeout: float | None = None,
         trust_child: bool = False,
@@ -242,13 +250,19 @@ class Runner:
         its end and then the first failure (in input order) is raised. With
         ``fail_fast`` the first failure kills the children still running and
         cancels those not started.
+
+        ``isolation`` (default: ``options.isolation``, itself ``"process"`` by
+        default) picks a fresh process per child workflow, or ``"worker"``:
+        long-lived workers kept by this runner between calls, which receive the
+        registry once and then only definitions, so small child workflows cost a
+        pipe round trip rather than a process start. Crash detection, timeouts and
+        typed errors are the same in both modes; a worker that dies mid-task fails
+        only that task and is replaced. Workers stay until :meth:`close` (or the
+        end of a ``with Runner() as runner:`` block, or interpreter exit), and exit
+        by themselves if this process dies.
         """
         from gostage._spawn._spawner import run_children
 
-        if isolation != "process":
-            raise ValueError(
-                f"isolation={isolation!r} is not available yet (issue #4); use 'process'"
-            )
         outcomes = run_children(
             self,
             defs,
@@ -257,12 +271,47 @@ class Runner:
             timeout=timeout,
             trust_child=trust_child,
             fail_fast=fail_fast,
+            isolation=isolation,
         )
         if not return_exceptions:
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
         return outcomes
+
+    def close(self) -> None:
+        """Stop the reused workers (``isolation="worker"``) this runner keeps. Idempotent."""
+        with self._pool_lock:
+            pool, self._pool, self._pool_key = self._pool, None, None
+        if pool is not None:
+            pool.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _worker_pool(
+        self, mp: SpawnContext, limits: ChildLimits, code: bytes, options: SpawnOptions
+    ) -> WorkerPool:
+        """The runner's pool for these settings, replacing one made for other settings."""
+        from gostage._spawn._backends.pool import WorkerPool, close_at_exit
+
+        key = (limits, code, options.kill_grace, options.max_tasks_per_worker)
+        with self._pool_lock:
+            if self._pool is not None and self._pool_key == key:
+                return self._pool
+            old = self._pool
+            self._pool = WorkerPool(
+                mp, limits, code, options.kill_grace, options.max_tasks_per_worker
+            )
+            self._pool_key = key
+            close_at_exit(self._pool)
+            pool = self._pool
+        if old is not None:
+            old.close()
+        return pool
 
     def _spawn_for_action(
         self,

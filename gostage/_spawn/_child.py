@@ -8,7 +8,8 @@ Start-up order matters, and each step is there for a reason::
     4. channel flusher thread                     threads need address space: before limits
     5. cwd, env, rlimits                          before any user code runs
     6. unpickle the job (cloudpickle payload)     first user code: module imports
-    7. build the workflow, run it, report         one "r" or "e" frame, then os._exit
+    7. for each task: build the workflow, run it, report one "r" or "e" frame
+    8. when the parent closes the task pipe: os._exit
 
 The child reports through the channel in ``_protocol``; the parent decides what
 a failure means. A child that dies before reporting is judged by its exit status.
@@ -16,6 +17,7 @@ a failure means. A child that dies before reporting is judged by its exit status
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -30,7 +32,7 @@ from gostage._spawn import _protocol as proto
 # Exit statuses the parent understands (anything else from a child that did not
 # report is a crash). Chosen away from 0-2 and from shell signal codes.
 EXIT_OK = 0
-EXIT_REPORTED_FAILURE = 3
+EXIT_PARENT_GONE = 3
 EXIT_UNREPORTED_MEMORY = 86
 
 _LINGER = 0.002  # seconds the flusher waits for a burst of messages to gather
@@ -132,14 +134,17 @@ class ChildChannel:
             except OSError:
                 return  # parent gone; the watchdog ends the process
 
-    def finish(self, frame: dict[str, Any]) -> None:
-        """Stop the flusher, write everything queued, then ``frame``."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
+    def report(self, frame: dict[str, Any]) -> None:
+        """Write everything queued, then ``frame`` (a task's final report)."""
         self._flush()
         with self._write_lock:
             proto.write_frame(self._fd, proto.encode_frame(frame, self._max_frame))
+
+    def close(self) -> None:
+        """Stop the flusher thread (after the last report)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
 
 
 _active: ChildChannel | None = None
@@ -185,7 +190,7 @@ def _watch_parent(alive: Connection) -> None:
             pass
         # The parent closed its end (it died, or gave up on us): leave at once,
         # without running atexit handlers or waiting for other threads.
-        os._exit(EXIT_REPORTED_FAILURE)
+        os._exit(EXIT_PARENT_GONE)
 
     threading.Thread(target=watch, name="gostage-parent-watchdog", daemon=True).start()
 
@@ -258,25 +263,69 @@ def _failure_frame(exc: BaseException) -> dict[str, Any]:
     return frame
 
 
-def child_main(
+def worker_main(
     limits: ChildLimits,
     code: bytes,
-    defn: dict[str, Any],
+    tasks: Connection,
     channel: Connection,
     alive: Connection,
 ) -> None:
-    """Entry point of a spawned child (the ``target`` of its ``Process``)."""
+    """Entry point of a spawned child (the ``target`` of its ``Process``).
+
+    Runs the tasks (JSON workflow definitions) it receives on ``tasks``, one at a
+    time, answering each with one report frame, until the parent closes ``tasks``.
+    A fresh process per child workflow is the same loop with a single task.
+    """
     _watch_parent(alive)
     if limits.pdeathsig:
         _set_pdeathsig()
     os.setpgrp()
     global _active
     out = _active = ChildChannel(channel.fileno(), limits.max_frame, limits.allow_pickle)
-    code_ = EXIT_REPORTED_FAILURE
+    setup_error: BaseException | None = None
+    registry: Any = None
+    ipc_middleware: list[Any] = []
     try:
         _apply_limits(limits)
-        frame = _run(code, defn, out, limits)
-        code_ = EXIT_OK
+        import pickle
+
+        registry, ipc_middleware = pickle.loads(code)
+        # Outbound, messages pass the IPC layers innermost (last registered) first.
+        out.set_outbound_middleware(list(reversed(ipc_middleware)))
+    except BaseException as exc:
+        setup_error = exc  # reported as the outcome of the first task
+    code_ = EXIT_OK
+    while True:
+        try:
+            task = tasks.recv_bytes()
+        except (EOFError, OSError):
+            break
+        code_ = _serve(task, out, limits, registry, ipc_middleware, setup_error)
+        if code_ != EXIT_OK or setup_error is not None:
+            break
+    out.close()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    # os._exit: a thread the user's code left running must not keep the child alive.
+    os._exit(code_)
+
+
+def _serve(
+    task: bytes,
+    out: ChildChannel,
+    limits: ChildLimits,
+    registry: Any,
+    ipc_middleware: list[Any],
+    setup_error: BaseException | None,
+) -> int:
+    """Run one task and report it; the exit status to use if the child must stop now."""
+    try:
+        if setup_error is not None:
+            raise setup_error
+        frame = _run(json.loads(task), out, limits, registry, ipc_middleware)
     except MemoryError:
         # Under a memory limit even classifying may fail: keep this path allocation-light.
         frame = {
@@ -289,12 +338,11 @@ def child_main(
     except BaseException as exc:
         frame = _failure_frame(exc)
     try:
-        out.finish(frame)
+        out.report(frame)
     except MemoryError:
-        code_ = EXIT_UNREPORTED_MEMORY
+        return EXIT_UNREPORTED_MEMORY
     except proto.FrameTooLargeError as exc:
-        code_ = EXIT_REPORTED_FAILURE
-        out.finish(
+        out.report(
             {
                 "k": "e",
                 "kind": proto.KIND_FRAME,
@@ -304,28 +352,22 @@ def child_main(
             }
         )
     except OSError:
-        pass  # the parent is gone; nobody to tell
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    # os._exit: a thread the user's code left running must not keep the child alive.
-    os._exit(code_)
+        return EXIT_PARENT_GONE  # the parent is gone; nobody to tell
+    return EXIT_OK
 
 
 def _run(
-    code: bytes, defn_data: dict[str, Any], out: ChildChannel, limits: ChildLimits
+    defn_data: dict[str, Any],
+    out: ChildChannel,
+    limits: ChildLimits,
+    registry: Any,
+    ipc_middleware: list[Any],
 ) -> dict[str, Any]:
-    import pickle
-
     from gostage._defs import SubWorkflowDef, build_workflow
     from gostage._exceptions import StoreSerializationError
     from gostage._runner import Runner
 
-    registry, ipc_middleware = pickle.loads(code)
-    # Outbound, messages pass the IPC layers innermost (last registered) first.
-    out.set_outbound_middleware(list(reversed(ipc_middleware)))
+    cpu_before = _cpu_time()
     defn = SubWorkflowDef.from_dict(defn_data)
     workflow = build_workflow(defn, registry)
 
@@ -354,7 +396,7 @@ def _run(
     runner.execute(workflow)
     out.send("workflow_result", {"workflow_id": workflow.id, "success": True})
     document = workflow.store.export_state(allow_pickle=limits.allow_pickle)
-    return {"k": "r", "store": document, "rss": _peak_rss(), "cpu": _cpu_time()}
+    return {"k": "r", "store": document, "rss": _peak_rss(), "cpu": _cpu_time() - cpu_before}
 
 
 def _cpu_time() -> float:

@@ -20,16 +20,22 @@ Isolation = Literal["process", "worker"]
 class SpawnOptions:
     """How to run a child workflow. Every field is optional.
 
-    - ``timeout``: seconds from process start; then the child's whole process tree is
+    - ``timeout``: seconds from process start (from task start for a reused worker);
+      then the child's whole process tree is
       terminated, killed after ``kill_grace`` seconds, and :class:`ChildTimeoutError` raised.
     - ``memory_limit``: bytes of address space (``RLIMIT_AS``); exceeding it raises
-      ``MemoryError`` in the child, reported as :class:`ChildMemoryError`.
+      ``MemoryError`` in the child, reported as :class:`ChildMemoryError`. With
+      ``isolation="worker"`` the limits bind the worker process as a whole.
     - ``cpu_time_limit``: CPU seconds (``RLIMIT_CPU``, rounded up to whole seconds);
       exceeding it is a :class:`ChildTimeoutError`.
     - ``env``: variables set in the child before any user code runs (variables read
       at interpreter start-up, such as ``PYTHONPATH``, come too late to matter).
     - ``cwd``: the child's working directory, set before user code runs.
-    - ``isolation``: ``"process"`` (a fresh process per child workflow).
+    - ``isolation``: ``"process"`` (default: a fresh process per child workflow, the
+      strongest isolation) or ``"worker"`` (long-lived workers owned by the runner that
+      run many child workflows each; see :meth:`Runner.spawn_many`).
+    - ``max_tasks_per_worker``: with ``"worker"``, retire a worker after this many
+      child workflows (``None``: never).
     - ``max_frame_size``: the largest frame, in bytes, a child may send.
 
     Resource limits use POSIX rlimits inside the child; where the ``resource``
@@ -59,9 +65,13 @@ class SpawnOptions:
             raise ValueError(f"SpawnOptions.kill_grace must be >= 0, got {self.kill_grace!r}")
         if self.max_frame_size < 1024:
             raise ValueError("SpawnOptions.max_frame_size must be at least 1024 bytes")
-        if self.isolation != "process":
+        if self.isolation not in ("process", "worker"):
             raise ValueError(
-                f"isolation={self.isolation!r} is not available yet (issue #4); use 'process'"
+                f"SpawnOptions.isolation must be 'process' or 'worker', got {self.isolation!r}"
+            )
+        if self.max_tasks_per_worker is not None and self.max_tasks_per_worker < 1:
+            raise ValueError(
+                "SpawnOptions.max_tasks_per_worker must be at least 1 (or None: never recycle)"
             )
 
 

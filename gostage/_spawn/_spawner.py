@@ -91,7 +91,10 @@ def check_actions(defn: SubWorkflowDef, registry: ActionRegistry) -> None:
             raise UnknownActionError(action_id, registry.ids())
 
 
-def _limits(options: SpawnOptions, trust_child: bool) -> ChildLimits:
+def _limits(options: SpawnOptions, trust_child: bool, *, pdeathsig: bool) -> ChildLimits:
+    # PR_SET_PDEATHSIG fires when the *thread* that started the child exits. A
+    # fresh child lives inside the call that started it; a pooled worker may
+    # outlive that thread, so it relies on its parent-alive pipe alone.
     return ChildLimits(
         memory_limit=options.memory_limit,
         cpu_time_limit=options.cpu_time_limit,
@@ -99,6 +102,7 @@ def _limits(options: SpawnOptions, trust_child: bool) -> ChildLimits:
         cwd=options.cwd,
         max_frame=options.max_frame_size,
         allow_pickle=trust_child,
+        pdeathsig=pdeathsig,
     )
 
 
@@ -133,14 +137,21 @@ def run_children(
     trust_child: bool = False,
     ctx: RunContext | None = None,
     fail_fast: bool = False,
+    isolation: str | None = None,
 ) -> list[SpawnResult | BaseException]:
     """Run child workflows; one outcome (result or exception) per definition, in order."""
     import multiprocessing
 
-    from gostage._spawn._supervisor import Job, supervise
+    from gostage._spawn._backends.base import Backend
+    from gostage._spawn._backends.process import ProcessBackend
+    from gostage._spawn._supervisor import supervise
+    from gostage._spawn._worker import Job
 
     defs = list(defs)
     options = options or SpawnOptions()
+    isolation = isolation or options.isolation
+    if isolation not in ("process", "worker"):
+        raise ValueError(f"isolation must be 'process' or 'worker', got {isolation!r}")
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be positive, got {timeout!r}")
     if max_workers is None:
@@ -162,7 +173,7 @@ def run_children(
         contexts.append(job_ctx)
         prepared.append(defn)
 
-    limits = _limits(options, trust_child)
+    limits = _limits(options, trust_child, pdeathsig=isolation == "process")
     effective_timeout = timeout if timeout is not None else options.timeout
     on_message = _message_pipeline(runner, store)
     jobs = [
@@ -170,19 +181,22 @@ def run_children(
             index=i,
             workflow_id=defn.id,
             defn=defn.to_dict(),
-            limits=limits,
             timeout=effective_timeout,
-            kill_grace=options.kill_grace,
             on_message=on_message,
         )
         for i, defn in enumerate(prepared)
     ]
     code = pickle_code(runner.registry, runner._ipc_middleware)
+    mp = multiprocessing.get_context("spawn")
+    backend: Backend
+    if isolation == "worker":
+        backend = runner._worker_pool(mp, limits, code, options)
+    else:
+        backend = ProcessBackend(mp, limits, code, options.kill_grace)
     outcomes = supervise(
         jobs,
-        multiprocessing.get_context("spawn"),
-        code,
-        trust_child,
+        backend,
+        allow_pickle=trust_child,
         max_workers=max_workers,
         cancel=base_ctx.cancel,
         deadline=base_ctx.deadline,

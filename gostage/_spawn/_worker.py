@@ -1,0 +1,290 @@
+"""The parent's handle on one child process, and what it knows of the task it runs.
+
+Data flow across the process boundary (one child)::
+
+    parent (the supervising thread)                                  child process
+    -------------------------------                                  -------------
+    Process(target=worker_main, args=(limits, code, task reader,
+            channel writer, alive reader)).start()  --spawn-->      worker_main
+    alive writer (held, never written) ................ EOF ....>   watchdog: os._exit
+    task writer   ---- one JSON workflow definition per task --->   _serve -> _run
+    channel reader <--- length-prefixed JSON frames -------------   ChildChannel
+        FrameDecoder -> "m": decode boxes -> job.on_message(type, value)
+                        "r": final store document | "e": reported failure
+    process.sentinel <--- ready when the child exits
+    psutil.Process(pid): RSS and CPU samples; terminate/kill of the whole tree
+
+A fresh process per child workflow is a worker given one task whose task pipe is
+closed at once: it answers, sees EOF and exits. A reused worker keeps its task
+pipe open and waits for the next task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
+from typing import Any
+
+import psutil
+
+from gostage._exceptions import ChildProtocolError, SpawnError, StoreSerializationError
+from gostage._spawn import _protocol as proto
+from gostage._spawn._child import ChildLimits, worker_main
+
+_READ_CHUNK = 1 << 20
+SAMPLE_EVERY = 0.05  # seconds between psutil samples of a busy child
+
+
+@dataclass
+class Job:
+    """One child workflow to run: what to send, limits, and where its messages go."""
+
+    index: int
+    workflow_id: str
+    defn: dict[str, Any]
+    timeout: float | None
+    on_message: Callable[[str, Any], None]
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Signal a process group, ignoring one that is already gone."""
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class Worker:
+    """One child process. Owned by one supervising thread at a time, so it needs no lock."""
+
+    def __init__(
+        self, mp: SpawnContext, limits: ChildLimits, code: bytes, kill_grace: float
+    ) -> None:
+        self.limits = limits
+        self.kill_grace = kill_grace
+        reader, writer = mp.Pipe(duplex=False)
+        task_reader, task_writer = mp.Pipe(duplex=False)
+        alive_reader, alive_writer = mp.Pipe(duplex=False)
+        self.process = mp.Process(
+            target=worker_main,
+            args=(limits, code, task_reader, writer, alive_reader),
+            name="gostage-child",
+        )
+        self.started = time.monotonic()
+        try:
+            self.process.start()
+        finally:
+            # The child has its copies now; ours would keep the channel from
+            # reaching EOF and the child from noticing our death.
+            writer.close()
+            task_reader.close()
+            alive_reader.close()
+        self.reader: Connection = reader
+        self._task_writer: Connection | None = task_writer
+        self._alive_writer: Connection | None = alive_writer
+        self.pid: int = self.process.pid or 0
+        self.decoder = proto.FrameDecoder(limits.max_frame)
+        self.eof = False
+        self.exit_code: int | None = None
+        self.tasks_done = 0
+        self.peak_rss: int | None = None
+        self._next_sample = 0.0
+        try:
+            self.ps: psutil.Process | None = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            self.ps = None
+        self._clear_task()
+
+    def _clear_task(self) -> None:
+        self.job: Job | None = None
+        self.task_started = 0.0
+        self.deadline: float | None = None
+        self.final: dict[str, Any] | None = None
+        self.failure: BaseException | None = None  # decided by the parent
+        self.cpu_time: float | None = None
+
+    # -- tasks --------------------------------------------------------------------
+
+    def assign(self, job: Job, *, last: bool) -> None:
+        """Send ``job``; with ``last`` the task pipe is closed so the child exits after it."""
+        assert self._task_writer is not None and self.job is None
+        self._clear_task()
+        self.job = job
+        self.task_started = time.monotonic()
+        # A fresh child's timeout counts from process start, a reused one's from now.
+        origin = self.started if self.tasks_done == 0 else self.task_started
+        self.deadline = None if job.timeout is None else origin + job.timeout
+        self._task_writer.send_bytes(json.dumps(job.defn).encode())
+        if last:
+            self.retire()
+
+    def take_outcome(self) -> tuple[Job, dict[str, Any] | None, BaseException | None, float]:
+        """Detach the finished task: its job, final frame, failure and duration."""
+        assert self.job is not None
+        job, final, failure = self.job, self.final, self.failure
+        origin = self.started if self.tasks_done == 0 else self.task_started
+        duration = time.monotonic() - origin
+        self.tasks_done += 1
+        self._clear_task()
+        return job, final, failure, duration
+
+    def retire(self) -> None:
+        """Close the task pipe: the child exits once it has answered its current task."""
+        if self._task_writer is not None:
+            self._task_writer.close()
+            self._task_writer = None
+
+    @property
+    def retired(self) -> bool:
+        return self._task_writer is None
+
+    # -- reading ------------------------------------------------------------------
+
+    def read(self, allow_pickle: bool) -> None:
+        """Read what the channel has (call when it is ready) and handle whole frames."""
+        try:
+            data = os.read(self.reader.fileno(), _READ_CHUNK)
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            return
+        if self.failure is not None:
+            return  # already condemned: drain and ignore
+        try:
+            for frame in self.decoder.feed(data):
+                self._handle(frame, allow_pickle)
+        except proto.FrameError as exc:
+            self.condemn(
+                ChildProtocolError(f"{self.who} broke the channel protocol: {exc}", pid=self.pid)
+            )
+
+    def _handle(self, frame: dict[str, Any], allow_pickle: bool) -> None:
+        if self.job is None or self.final is not None:
+            raise proto.FrameError("frame outside a task")
+        if frame["k"] != "m":
+            self.final = frame
+            return
+        messages = frame.get("m")
+        if not isinstance(messages, list):
+            raise proto.FrameError("message frame without a message list")
+        from gostage.store._serialization import decode_value
+
+        for item in messages:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+                raise proto.FrameError(f"malformed message {str(item)[:80]!r}")
+            msg_type, box = item
+            if type(box) is dict and len(box) == 1 and "json" in box:
+                # json.loads only ever builds plain JSON types: nothing to check or copy.
+                payload = box["json"]
+            else:
+                try:
+                    payload = decode_value(box, f"payload of message {msg_type!r}", allow_pickle)
+                except StoreSerializationError as exc:
+                    raise proto.FrameError(str(exc)) from None
+            try:
+                self.job.on_message(msg_type, payload)
+            except Exception as exc:
+                failure = SpawnError(
+                    f"handling message {msg_type!r} from {self.who} raised "
+                    f"{type(exc).__name__}: {exc}",
+                    pid=self.pid,
+                )
+                failure.__cause__ = exc
+                self.condemn(failure)
+                return
+
+    def drain(self, allow_pickle: bool) -> None:
+        """After exit: read what the child wrote before it died.
+
+        Only what is already there: a grandchild that inherited the write end could
+        keep the channel open forever, so EOF is not waited for.
+        """
+        while not self.eof and self.reader.poll(0):
+            self.read(allow_pickle)
+
+    # -- supervising ---------------------------------------------------------------
+
+    def sample(self, now: float) -> None:
+        """Record RSS and CPU time, at most every ``SAMPLE_EVERY`` seconds."""
+        if self.ps is None or now < self._next_sample:
+            return
+        self._next_sample = now + SAMPLE_EVERY
+        try:
+            rss = self.ps.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return
+        self.peak_rss = max(self.peak_rss or 0, rss)
+
+    @property
+    def who(self) -> str:
+        """How errors name this child: its pid and the workflow it runs."""
+        workflow = self.job.workflow_id if self.job is not None else None
+        return f"child {self.pid}" + (f" of workflow {workflow!r}" if workflow else "")
+
+    def condemn(self, failure: BaseException) -> None:
+        """Decide the task's outcome now and kill the child's whole tree."""
+        if self.failure is None:
+            self.failure = failure
+        self.kill()
+
+    def kill(self) -> None:
+        """Terminate the child and every descendant; kill what is left after ``kill_grace``.
+
+        Descendants are listed before anything is signalled: once the child dies
+        they are re-parented and can no longer be found from it. The child leads
+        its own process group, and the group is signalled too, which also reaches
+        descendants that were re-parented before we looked. The child itself is
+        waited for through ``multiprocessing`` (psutil would reap it behind
+        multiprocessing's back and lose its exit code).
+        """
+        self.retire()
+        if self.process.exitcode is not None:
+            return
+        descendants: list[psutil.Process] = []
+        if self.ps is not None:
+            try:
+                descendants = self.ps.children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
+        signal_group(self.pid, signal.SIGTERM)
+        self.process.terminate()
+        for proc in descendants:
+            try:
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        give_up = time.monotonic() + self.kill_grace
+        self.process.join(self.kill_grace)
+        _, alive = psutil.wait_procs(descendants, timeout=max(0.0, give_up - time.monotonic()))
+        if self.process.exitcode is None:
+            self.process.kill()
+        signal_group(self.pid, signal.SIGKILL)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.process.join(5)
+        psutil.wait_procs(alive, timeout=5)
+
+    def close(self) -> None:
+        """Reap the process and release every descriptor (idempotent)."""
+        self.retire()
+        self.process.join(timeout=5)
+        if self.process.exitcode is None:  # a retired child answers and exits; never hang
+            self.kill()
+        self.exit_code = self.process.exitcode
+        # The process group may still hold descendants that outlived the child.
+        signal_group(self.pid, signal.SIGKILL)
+        self.reader.close()
+        if self._alive_writer is not None:
+            self._alive_writer.close()
+            self._alive_writer = None
+        self.process.close()
