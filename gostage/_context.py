@@ -153,37 +153,46 @@ class ActionContext:
     Finders and toggles cover the whole run (every stage, including dynamic stages
     and actions already added), and finders return lists in run order. Toggles act
     by action name and stage id and persist for the rest of the run.
+
+    A context is valid while its action runs: the runner moves it on to the next
+    action afterwards, so keep values, not the context, for later.
     """
 
-    __slots__ = ("_insert_at", "_run", "_stage_run", "action", "action_index", "run_context")
+    action: Action
+    """The action being run."""
 
-    def __init__(
-        self,
-        run: RunState,
-        stage_run: StageRun,
-        action: Action,
-        action_index: int,
-        run_context: RunContext,
-    ) -> None:
+    __slots__ = (
+        "_insert_at",
+        "_run",
+        "_stage_run",
+        "action",
+        "action_index",
+        "logger",
+        "run_context",
+        "store",
+    )
+
+    def __init__(self, run: RunState, stage_run: StageRun, run_context: RunContext) -> None:
         self._run = run
         self._stage_run = stage_run
-        self.action = action
-        self.action_index = action_index
         self.run_context = run_context
+        self.store: Store = run.workflow.store
+        """The workflow's store, shared by every action of the run."""
+        self.logger: Logger = run.logger
+        """The run's logger."""
+        self.action_index = -1
+        self._insert_at = 0
+
+    def _enter(self, action: Action, index: int) -> ActionContext:
+        # One context serves every action of a stage: building one per action
+        # would cost more than running a small action.
+        self.action = action
+        self.action_index = index
         # Dynamic actions go right after this one, after any it already added.
-        self._insert_at = action_index + 1
+        self._insert_at = index + 1
+        return self
 
     # -- what the action works with --------------------------------------------
-
-    @property
-    def store(self) -> Store:
-        """The workflow's store, shared by every action of the run."""
-        return self._run.workflow.store
-
-    @property
-    def logger(self) -> Logger:
-        """The run's logger."""
-        return self._run.logger
 
     @property
     def workflow(self) -> Workflow:

@@ -16,9 +16,10 @@ workflow's definition, not from the dynamic additions of the failed attempt.
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -43,6 +44,23 @@ if TYPE_CHECKING:
     from gostage.store import Store
 
 __all__ = ["RunResult", "RunStatus", "Runner"]
+
+
+_run_ids = itertools.count()
+_run_id_prefix: tuple[int, bytes] | None = None
+
+
+def new_run_id() -> str:
+    """A 32-hex-digit run id, unique across processes and time.
+
+    64 random bits drawn once per process, then a counter: random ids (uuid4)
+    cost a system call each, more than running a small child workflow.
+    """
+    global _run_id_prefix
+    pid = os.getpid()
+    if _run_id_prefix is None or _run_id_prefix[0] != pid:  # new process (fork) too
+        _run_id_prefix = (pid, os.urandom(8))
+    return _run_id_prefix[1].hex() + format(next(_run_ids) & 0xFFFFFFFFFFFFFFFF, "016x")
 
 
 class RunStatus(str, Enum):
@@ -134,7 +152,7 @@ class Runner:
         ctx = RunContext(cancel=cancel)
         if timeout is not None:
             ctx = ctx.with_timeout(timeout)
-        run_id = uuid.uuid4().hex
+        run_id = new_run_id()
         start = time.perf_counter()
 
         def run_stages(ctx: RunContext, workflow: Workflow, logger: Logger) -> None:
@@ -183,7 +201,7 @@ class Runner:
                         error=exc,
                         duration=time.perf_counter() - start,
                         final_store=dict(workflow.store.items()),
-                        run_id=getattr(exc, "run_id", None) or uuid.uuid4().hex,
+                        run_id=getattr(exc, "run_id", None) or new_run_id(),
                         status=status,
                     )
                 )
@@ -389,17 +407,19 @@ class Runner:
         stage = entry.stage
         actions = entry.actions  # grows while we walk it (dynamic actions)
         disabled = workflow._disabled_actions
+        watch = ctx.deadline is not None or ctx.cancel is not None
+        actx = ActionContext(run, entry, ctx)
         index = 0
         while index < len(actions):
             action = actions[index]
-            if ctx.deadline is not None or ctx.cancel is not None:
+            if watch:
                 ctx.check(f"before action {action.name!r} in stage {stage.id!r}")
-            if action.name in disabled:
+            if disabled and action.name in disabled:
                 logger.info("skipping disabled action %r in stage %r", action.name, stage.id)
                 index += 1
                 continue
             try:
-                action.execute(ActionContext(run, entry, action, index, ctx))
+                action.execute(actx._enter(action, index))
             except (WorkflowCancelled, WorkflowTimeout):
                 raise
             except Exception as exc:

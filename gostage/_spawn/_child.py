@@ -27,7 +27,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from gostage._broker import message_key
+from gostage._defs import SubWorkflowDef, build_workflow
+from gostage._exceptions import ActionError, StoreSerializationError, UnknownActionError
+from gostage._runner import Runner
 from gostage._spawn import _protocol as proto
+from gostage.store._serialization import encode_value
 
 # Exit statuses the parent understands (anything else from a child that did not
 # report is a crash). Chosen away from 0-2 and from shell signal codes.
@@ -79,15 +84,11 @@ class ChildChannel:
 
     def encode(self, value: Any, where: str) -> Any:
         """Box ``value`` for the wire (raises StoreSerializationError naming ``where``)."""
-        from gostage.store._serialization import encode_value
-
         return encode_value(value, where, self._allow_pickle)
 
     def send(self, msg_type: str, payload: Any) -> None:
         for mw in self._outbound:
             msg_type, payload = mw.process_outbound(msg_type, payload)
-        from gostage._broker import message_key
-
         key = message_key(msg_type)
         part = proto.dumps([key, self.encode(payload, f"payload of message {key!r}")])
         if len(part) + 16 > self._max_frame:
@@ -239,8 +240,6 @@ def _peak_rss() -> int | None:
 
 def _failure_frame(exc: BaseException) -> dict[str, Any]:
     """Classify a failure for the parent, naming the action when it was one."""
-    from gostage._exceptions import ActionError, StoreSerializationError, UnknownActionError
-
     frame: dict[str, Any] = {"k": "e", "kind": proto.KIND_INTERNAL}
     root = exc
     if isinstance(exc, ActionError):
@@ -282,26 +281,23 @@ def worker_main(
     os.setpgrp()
     global _active
     out = _active = ChildChannel(channel.fileno(), limits.max_frame, limits.allow_pickle)
-    setup_error: BaseException | None = None
-    registry: Any = None
-    ipc_middleware: list[Any] = []
+    runner: ChildRunner | BaseException
     try:
         _apply_limits(limits)
         import pickle
 
         registry, ipc_middleware = pickle.loads(code)
-        # Outbound, messages pass the IPC layers innermost (last registered) first.
-        out.set_outbound_middleware(list(reversed(ipc_middleware)))
+        runner = ChildRunner(out, limits, registry, ipc_middleware)
     except BaseException as exc:
-        setup_error = exc  # reported as the outcome of the first task
+        runner = exc  # reported as the outcome of the first task
     code_ = EXIT_OK
     while True:
         try:
             task = tasks.recv_bytes()
         except (EOFError, OSError):
             break
-        code_ = _serve(task, out, limits, registry, ipc_middleware, setup_error)
-        if code_ != EXIT_OK or setup_error is not None:
+        code_ = _serve(task, out, runner)
+        if code_ != EXIT_OK or isinstance(runner, BaseException):
             break
     out.close()
     for stream in (sys.stdout, sys.stderr):
@@ -313,19 +309,62 @@ def worker_main(
     os._exit(code_)
 
 
-def _serve(
-    task: bytes,
-    out: ChildChannel,
-    limits: ChildLimits,
-    registry: Any,
-    ipc_middleware: list[Any],
-    setup_error: BaseException | None,
-) -> int:
+class ChildRunner(Runner):
+    """The child's runner: ``ctx.send`` and store writes travel to the parent.
+
+    One per child process, reused for every task it runs.
+    """
+
+    def __init__(
+        self,
+        channel: ChildChannel,
+        limits: ChildLimits,
+        registry: Any,
+        ipc_middleware: list[Any],
+    ) -> None:
+        super().__init__(logger=ChannelLogger(channel), registry=registry)
+        self.channel = channel
+        self.limits = limits
+        # Outbound, messages pass the IPC layers innermost (last registered) first.
+        channel.set_outbound_middleware(list(reversed(ipc_middleware)))
+        for mw in ipc_middleware:  # for this child's own children
+            self.add_ipc_middleware(mw)
+        self._pid = os.getpid()
+
+    def _send(self, msg_type: str, payload: Any) -> None:
+        self.channel.send(msg_type, payload)
+
+    def _forward(self, key: str, value: Any, deleted: bool) -> None:
+        if deleted:
+            self.channel.send("store_delete", {"key": key})
+            return
+        try:
+            self.channel.send("store_put", {"key": key, "value": value})
+        except StoreSerializationError as exc:
+            raise StoreSerializationError(
+                f"store key {key!r} holds a {type(value).__name__}, which cannot travel to "
+                "the parent as JSON",
+                key=key,
+            ) from exc
+
+    def run_task(self, defn_data: dict[str, Any]) -> dict[str, Any]:
+        """Build and run one child workflow; its success frame."""
+        cpu_before = _cpu_time()
+        workflow = build_workflow(SubWorkflowDef.from_dict(defn_data), self.registry)
+        workflow.store._set_observer(self._forward)
+        self._send("workflow_start", {"workflow_id": workflow.id, "pid": self._pid})
+        self.execute(workflow)
+        self._send("workflow_result", {"workflow_id": workflow.id, "success": True})
+        document = workflow.store.export_state(allow_pickle=self.limits.allow_pickle)
+        return {"k": "r", "store": document, "rss": _peak_rss(), "cpu": _cpu_time() - cpu_before}
+
+
+def _serve(task: bytes, out: ChildChannel, runner: ChildRunner | BaseException) -> int:
     """Run one task and report it; the exit status to use if the child must stop now."""
     try:
-        if setup_error is not None:
-            raise setup_error
-        frame = _run(json.loads(task), out, limits, registry, ipc_middleware)
+        if isinstance(runner, BaseException):
+            raise runner
+        frame = runner.run_task(json.loads(task))
     except MemoryError:
         # Under a memory limit even classifying may fail: keep this path allocation-light.
         frame = {
@@ -354,49 +393,6 @@ def _serve(
     except OSError:
         return EXIT_PARENT_GONE  # the parent is gone; nobody to tell
     return EXIT_OK
-
-
-def _run(
-    defn_data: dict[str, Any],
-    out: ChildChannel,
-    limits: ChildLimits,
-    registry: Any,
-    ipc_middleware: list[Any],
-) -> dict[str, Any]:
-    from gostage._defs import SubWorkflowDef, build_workflow
-    from gostage._exceptions import StoreSerializationError
-    from gostage._runner import Runner
-
-    cpu_before = _cpu_time()
-    defn = SubWorkflowDef.from_dict(defn_data)
-    workflow = build_workflow(defn, registry)
-
-    class ChildRunner(Runner):
-        def _send(self, msg_type: str, payload: Any) -> None:
-            out.send(msg_type, payload)
-
-    def forward(key: str, value: Any, deleted: bool) -> None:
-        if deleted:
-            out.send("store_delete", {"key": key})
-            return
-        try:
-            out.send("store_put", {"key": key, "value": value})
-        except StoreSerializationError as exc:
-            raise StoreSerializationError(
-                f"store key {key!r} holds a {type(value).__name__}, which cannot travel to "
-                "the parent as JSON",
-                key=key,
-            ) from exc
-
-    workflow.store._set_observer(forward)
-    runner = ChildRunner(logger=ChannelLogger(out), registry=registry)
-    for mw in ipc_middleware:
-        runner.add_ipc_middleware(mw)
-    out.send("workflow_start", {"workflow_id": workflow.id, "pid": os.getpid()})
-    runner.execute(workflow)
-    out.send("workflow_result", {"workflow_id": workflow.id, "success": True})
-    document = workflow.store.export_state(allow_pickle=limits.allow_pickle)
-    return {"k": "r", "store": document, "rss": _peak_rss(), "cpu": _cpu_time() - cpu_before}
 
 
 def _cpu_time() -> float:

@@ -33,7 +33,7 @@ from gostage._spawn import _protocol as proto
 from gostage._spawn._backends.base import Backend
 from gostage._spawn._child import EXIT_UNREPORTED_MEMORY
 from gostage._spawn._options import SpawnResult
-from gostage._spawn._worker import SAMPLE_EVERY, Job, Worker
+from gostage._spawn._worker import SAMPLE_EVERY, Finished, Job, Worker
 
 Outcome = SpawnResult | BaseException
 
@@ -55,27 +55,33 @@ def supervise(
     deadline: float | None = None,
     fail_fast: bool = False,
 ) -> list[Outcome]:
-    """Run ``jobs`` with at most ``max_workers`` children busy; outcomes in job order."""
+    """Run ``jobs`` on at most ``max_workers`` live children; outcomes in job order."""
     from multiprocessing.connection import wait
 
     outcomes: list[Outcome | None] = [None] * len(jobs)
-    pending = list(reversed(jobs))
-    busy: list[Worker] = []  # running a task, or answered and exiting (fresh)
+    pending = list(reversed(jobs))  # a stack: pop() gives the next job in order
+    workers: list[Worker] = []  # checked out, alive (or exiting after their last answer)
     stop: BaseException | None = None
+
+    def settle(worker: Worker, finished: Finished) -> None:
+        nonlocal stop
+        index, outcome = _outcome(worker, finished, allow_pickle)
+        outcomes[index] = outcome
+        if fail_fast and stop is None and isinstance(outcome, BaseException):
+            stop = SpawnError(f"stopped: another child failed and fail_fast is set ({outcome})")
+
     try:
-        while pending or busy:
-            while pending and len(busy) < max_workers and stop is None:
-                worker = backend.checkout()
-                worker.assign(pending.pop(), last=backend.is_last_task(worker))
-                busy.append(worker)
-            if not busy:
+        while pending or workers:
+            if stop is None:
+                _fill(workers, pending, backend, max_workers)
+            if not workers:
                 break
             waitables: dict[Any, Worker] = {}
-            for worker in busy:
+            for worker in workers:
                 if not worker.eof:  # a reader at EOF is always ready: do not spin on it
                     waitables[worker.reader] = worker
                 waitables[worker.process.sentinel] = worker
-            ready = wait(list(waitables), timeout=_next_wakeup(busy, time.monotonic(), deadline))
+            ready = wait(list(waitables), timeout=_next_wakeup(workers, time.monotonic(), deadline))
             exited: set[Worker] = set()
             for obj in ready:
                 worker = waitables[obj]
@@ -86,8 +92,8 @@ def supervise(
             now = time.monotonic()
             if stop is None:
                 stop = _run_level_stop(cancel, deadline, now)
-            for worker in list(busy):
-                if worker not in exited and worker.final is None:
+            for worker in list(workers):
+                if worker not in exited and worker.job is not None:
                     worker.sample(now)
                     if stop is not None:
                         worker.condemn(type(stop)(str(stop)))
@@ -97,33 +103,54 @@ def supervise(
                         and now >= worker.deadline
                     ):
                         worker.condemn(_timed_out(worker))
-                    if worker.failure is not None:
-                        exited.add(worker)  # condemn() killed it: collect now
+                if worker.failure is not None:
+                    exited.add(worker)  # condemn() killed it: collect now
                 if worker in exited:
                     worker.drain(allow_pickle)
                     worker.close()
-                elif worker.final is None or worker.retired:
-                    continue  # still working, or answered and about to exit
-                busy.remove(worker)
-                outcome = _outcome(worker, allow_pickle)
-                outcomes[outcome[0]] = outcome[1]
-                if worker.exit_code is None:
-                    backend.checkin(worker)
-                if fail_fast and stop is None and isinstance(outcome[1], BaseException):
-                    stop = SpawnError(
-                        f"stopped: another child failed and fail_fast is set ({outcome[1]})"
-                    )
+                    workers.remove(worker)
+                    finished, unstarted = worker.abandon()
+                    pending.extend(reversed(unstarted))  # back to the front, in order
+                    for done in worker.finished:
+                        settle(worker, done)
+                    if finished is not None:
+                        settle(worker, finished)
+                elif not worker.retired:
+                    # Answers of a worker that stays are final now; a retired
+                    # one's wait for its exit status.
+                    for done in worker.finished:
+                        settle(worker, done)
+                    worker.finished.clear()
+                    if worker.job is None and (stop is not None or not pending):
+                        workers.remove(worker)
+                        backend.checkin(worker)
         for job in pending:  # only left when the run stopped
             assert stop is not None
             outcomes[job.index] = type(stop)(str(stop))
     finally:
-        # Any way out (KeyboardInterrupt included) takes the busy children with it.
-        for worker in busy:
-            worker.kill()
-            worker.close()
-    done = [o for o in outcomes if o is not None]
-    assert len(done) == len(jobs)
-    return done
+        # Any way out (KeyboardInterrupt included) takes the working children with it;
+        # idle ones go back to the backend.
+        for worker in workers:
+            if worker.job is not None or worker.retired:
+                worker.kill()
+                worker.close()
+            else:
+                backend.checkin(worker)
+    results = [o for o in outcomes if o is not None]
+    assert len(results) == len(jobs)
+    return results
+
+
+def _fill(workers: list[Worker], pending: list[Job], backend: Backend, max_workers: int) -> None:
+    """Give pending jobs to children: queue up to ``backend.depth`` on each, start new ones."""
+    for worker in workers:
+        while pending and not worker.retired and len(worker.queue) < backend.depth:
+            worker.assign(pending.pop(), last=backend.is_last_task(worker))
+    while pending and len(workers) < max_workers:
+        worker = backend.checkout()
+        workers.append(worker)
+        while pending and not worker.retired and len(worker.queue) < backend.depth:
+            worker.assign(pending.pop(), last=backend.is_last_task(worker))
 
 
 def _timed_out(worker: Worker) -> ChildTimeoutError:
@@ -134,11 +161,11 @@ def _timed_out(worker: Worker) -> ChildTimeoutError:
     )
 
 
-def _outcome(worker: Worker, allow_pickle: bool) -> tuple[int, Outcome]:
-    """Detach the worker's finished task and turn it into a result or an exception."""
-    who = worker.who
+def _outcome(worker: Worker, finished: Finished, allow_pickle: bool) -> tuple[int, Outcome]:
+    """Turn a finished task into a result or an exception."""
+    job, final, error = finished.job, finished.final, finished.failure
+    who = f"child {worker.pid} of workflow {job.workflow_id!r}"
     exit_code = worker.exit_code
-    job, final, error, duration = worker.take_outcome()
     store_obj = None
     cpu_time = None
     peak_rss = worker.peak_rss
@@ -165,7 +192,7 @@ def _outcome(worker: Worker, allow_pickle: bool) -> tuple[int, Outcome]:
         final_store=dict(store_obj.items()) if store_obj is not None else {},
         pid=worker.pid,
         exit_code=exit_code,
-        duration=duration,
+        duration=finished.duration,
         peak_rss=peak_rss,
         cpu_time=cpu_time,
         workflow_id=job.workflow_id,

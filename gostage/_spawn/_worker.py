@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -39,6 +40,17 @@ from gostage._spawn._child import ChildLimits, worker_main
 
 _READ_CHUNK = 1 << 20
 SAMPLE_EVERY = 0.05  # seconds between psutil samples of a busy child
+
+
+@dataclass
+class Finished:
+    """A task that ended: its final frame (``None`` if the child never answered),
+    the failure the parent decided (if any) and how long it ran."""
+
+    job: Job
+    final: dict[str, Any] | None
+    failure: BaseException | None
+    duration: float
 
 
 @dataclass
@@ -92,50 +104,64 @@ class Worker:
         self.decoder = proto.FrameDecoder(limits.max_frame)
         self.eof = False
         self.exit_code: int | None = None
-        self.tasks_done = 0
+        self.tasks_assigned = 0
         self.peak_rss: int | None = None
         self._next_sample = 0.0
         try:
             self.ps: psutil.Process | None = psutil.Process(self.pid)
         except psutil.NoSuchProcess:
             self.ps = None
-        self._clear_task()
+        # Tasks sent and not yet answered, in order: the child runs queue[0] and
+        # finds the others waiting in its task pipe (no round trip between tasks).
+        self.queue: deque[Job] = deque()
+        self.finished: list[Finished] = []
+        self.finished_any = False
+        self.failure: BaseException | None = None  # decided by the parent; ends the child
+        self._start_head()
 
-    def _clear_task(self) -> None:
-        self.job: Job | None = None
-        self.task_started = 0.0
-        self.deadline: float | None = None
-        self.final: dict[str, Any] | None = None
-        self.failure: BaseException | None = None  # decided by the parent
-        self.cpu_time: float | None = None
+    @property
+    def job(self) -> Job | None:
+        """The task the child is running now, if any."""
+        return self.queue[0] if self.queue else None
+
+    def _start_head(self) -> None:
+        # A child's first task counts its time from process start, later ones from
+        # when the previous one answered (the child starts them back to back).
+        origin = time.monotonic() if self.finished_any else self.started
+        self.task_started = origin
+        head = self.job
+        self.deadline = None if head is None or head.timeout is None else origin + head.timeout
 
     # -- tasks --------------------------------------------------------------------
 
     def assign(self, job: Job, *, last: bool) -> None:
         """Send ``job``; with ``last`` the task pipe is closed so the child exits after it."""
-        assert self._task_writer is not None and self.job is None
-        self._clear_task()
-        self.job = job
-        self.task_started = time.monotonic()
-        # A fresh child's timeout counts from process start, a reused one's from now.
-        origin = self.started if self.tasks_done == 0 else self.task_started
-        self.deadline = None if job.timeout is None else origin + job.timeout
+        assert self._task_writer is not None
+        self.queue.append(job)
+        self.tasks_assigned += 1
         self._task_writer.send_bytes(json.dumps(job.defn).encode())
+        if len(self.queue) == 1:
+            self._start_head()
         if last:
             self.retire()
 
-    def take_outcome(self) -> tuple[Job, dict[str, Any] | None, BaseException | None, float]:
-        """Detach the finished task: its job, final frame, failure and duration."""
-        assert self.job is not None
-        job, final, failure = self.job, self.final, self.failure
-        origin = self.started if self.tasks_done == 0 else self.task_started
-        duration = time.monotonic() - origin
-        self.tasks_done += 1
-        self._clear_task()
-        return job, final, failure, duration
+    def _finish_head(self, final: dict[str, Any]) -> None:
+        job = self.queue.popleft()
+        self.finished.append(Finished(job, final, None, time.monotonic() - self.task_started))
+        self.finished_any = True
+        self._start_head()
+
+    def abandon(self) -> tuple[Finished | None, list[Job]]:
+        """After the child died or was killed: the task it was running, and the unstarted ones."""
+        if not self.queue:
+            return None, []
+        head = self.queue.popleft()
+        rest = list(self.queue)
+        self.queue.clear()
+        return Finished(head, None, self.failure, time.monotonic() - self.task_started), rest
 
     def retire(self) -> None:
-        """Close the task pipe: the child exits once it has answered its current task."""
+        """Close the task pipe: the child exits once it has answered what it was sent."""
         if self._task_writer is not None:
             self._task_writer.close()
             self._task_writer = None
@@ -159,18 +185,20 @@ class Worker:
             return  # already condemned: drain and ignore
         try:
             for frame in self.decoder.feed(data):
-                self._handle(frame, allow_pickle)
+                if not self._handle(frame, allow_pickle):
+                    break  # condemned by a handler: the rest of the task does not count
         except proto.FrameError as exc:
             self.condemn(
                 ChildProtocolError(f"{self.who} broke the channel protocol: {exc}", pid=self.pid)
             )
 
-    def _handle(self, frame: dict[str, Any], allow_pickle: bool) -> None:
-        if self.job is None or self.final is not None:
+    def _handle(self, frame: dict[str, Any], allow_pickle: bool) -> bool:
+        """Handle one frame; False once a handler's failure condemned the child."""
+        if self.job is None:
             raise proto.FrameError("frame outside a task")
         if frame["k"] != "m":
-            self.final = frame
-            return
+            self._finish_head(frame)
+            return True
         messages = frame.get("m")
         if not isinstance(messages, list):
             raise proto.FrameError("message frame without a message list")
@@ -198,7 +226,8 @@ class Worker:
                 )
                 failure.__cause__ = exc
                 self.condemn(failure)
-                return
+                return False
+        return True
 
     def drain(self, allow_pickle: bool) -> None:
         """After exit: read what the child wrote before it died.

@@ -19,6 +19,10 @@ from gostage._spawn._worker import Worker
 class Backend(abc.ABC):
     """Hands out :class:`Worker` processes and takes them back."""
 
+    depth = 1
+    """How many tasks a worker may hold at once: the one it runs and those queued
+    behind it in its task pipe, so it never waits for the parent between tasks."""
+
     def __init__(self, mp: SpawnContext, limits: ChildLimits, code: bytes, kill_grace: float):
         self.mp = mp
         self.limits = limits

@@ -23,6 +23,8 @@ from gostage._spawn._worker import Worker
 class WorkerPool(Backend):
     """Idle workers shared by successive ``spawn_many`` calls of one runner."""
 
+    depth = 2  # the next task waits in the pipe while the current one runs
+
     def __init__(
         self,
         mp: SpawnContext,
@@ -48,7 +50,7 @@ class WorkerPool(Backend):
 
     def is_last_task(self, worker: Worker) -> bool:
         limit = self.max_tasks_per_worker
-        return limit is not None and worker.tasks_done + 1 >= limit
+        return limit is not None and worker.tasks_assigned + 1 >= limit
 
     def checkin(self, worker: Worker) -> None:
         with self._lock:
