@@ -1,8 +1,12 @@
 """Every script in examples/ runs, exits 0 and prints what it is meant to show.
 
-Examples are discovered by glob, so a new one is tested as soon as it exists; it
-must also get an entry in ``EXPECTED`` (a few lines its output must contain), so a
-broken example that still exits 0 cannot pass.
+Examples are discovered by glob (``examples/*.py``, and ``examples/*/main.py`` for an
+example that is a directory with helper modules), so a new one is tested as soon as it
+exists; it must also get an entry in ``EXPECTED`` (a few lines its output must
+contain), so a broken example that still exits 0 cannot pass. Examples that spawn
+child processes are covered by the autouse fixture in conftest too: the test process
+is a subreaper, so a child an example leaves behind is re-parented to it and fails
+the test.
 """
 
 from __future__ import annotations
@@ -15,7 +19,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+EXAMPLES_DIR = ROOT / "examples"
+EXAMPLES = sorted([*EXAMPLES_DIR.glob("*.py"), *EXAMPLES_DIR.glob("*/main.py")])
+
+
+def example_id(path: Path) -> str:
+    """``basic_usage.py`` for a script, ``batch/main.py`` for a directory example."""
+    return path.relative_to(EXAMPLES_DIR).as_posix()
+
+
+# Command-line arguments per example (the batch is smaller under test).
+ARGS: dict[str, list[str]] = {"batch/main.py": ["--quick"]}
 
 EXPECTED: dict[str, list[str]] = {
     "action_wrapping.py": [
@@ -28,6 +42,18 @@ EXPECTED: dict[str, list[str]] = {
         "ActionError for action 'fetch-customers' in stage 'sync'",
         "caused by ConnectionError: connection reset (call 3)",
         "timing recorded despite the failure: True",
+    ],
+    "batch/main.py": [
+        "Counting the primes below 200,000 in 8 child processes, at most",
+        "slice 2/2,  2,762 primes so far",
+        "/16]",
+        "All 8 children finished in",
+        "primes-07  [  175,000,   200,000)   2,068",
+        "primes below 200,000: 17,984 (the largest is 199,999)",
+        "an in-process sieve agrees on all 8 ranges: True",
+        "8 children, 8 distinct PIDs, none of them the parent: True",
+        "peak RSS per child: min",
+        "  speedup  ",
     ],
     "basic_usage.py": [
         "log: workflow 'order-A-1001' started",
@@ -82,6 +108,50 @@ EXPECTED: dict[str, list[str]] = {
         "KeyExpiredError: key 'cache:summary' has expired",
         "get_or_default now gives: 'no summary'",
     ],
+    "spawn_middleware/main.py": [
+        "before_spawn: greenhouse gets trace-001",
+        "  reading t2: 19.25 C (trace-001)",
+        "after_spawn: greenhouse ok after",
+        "envelope: 9 messages from greenhouse, all in sequence: True",
+        "the parent store got the plain values: "
+        "{'celsius.t0': 21.5, 'celsius.t1': 22.0, 'celsius.t2': 19.25}",
+        "message type 'reading' travels in clear; payload keys ['body', 'hdr']",
+        "pid is the child's: True",
+        "body is a str of",
+        "readable on the wire: False",
+        "  reading t1: 11.75 C (trace-002)",
+        "after_spawn: cellar failed with ChildActionError after",
+        "envelope: 6 messages from cellar, all in sequence: True",
+        "spawn raised ChildActionError: action 'read-sensors' in stage 'read' of workflow "
+        "'cellar' failed: RuntimeError: sensor bus offline",
+        "  reading              5    277",
+        "  store_put            5    182",
+        "every message passed the tap: True",
+    ],
+    "spawn_process/main.py": [
+        "different processes: True",
+        "the child's parent is this process: True",
+        "the child saw SpawnOptions.env: GREETING='hello, child'",
+        "  part-2.txt: part 2 written by pid <child pid>",
+        "every file names the child's pid: True",
+        "module global in the parent untouched: TOUCHED_BY=[]",
+        "environment of the parent untouched: SET_BY_CHILD in os.environ = False",
+        "store writes synced live, in order: "
+        "['child.pid', 'child.parent_pid', 'child.greeting', 'files', 'files', 'files']",
+        "parent store now: ['child.greeting', 'child.parent_pid', 'child.pid', 'files', 'owner']",
+        "] wrote 3 files into gostage-spawn-",
+        "log: WARNING [pid ",
+        "] record 2 has no date; using today",
+        "  error   record 3 rejected (from the child: True)",
+        "12 words, longest 'quick', counted in another process: True",
+        "run success=True; final store keys: "
+        "['summary.longest', 'summary.pid', 'summary.words', 'text']",
+        "ChildActionError: exc_type=ValueError, action='fail'",
+        "the child's traceback ends with: ValueError: cannot parse record 17",
+        "ChildCrashedError: exit_code=7, signal=None",
+        "ChildTimeoutError after",
+        ") carries on",
+    ],
     "middleware_patterns.py": [
         "runner1> runner2> workflow1> workflow2> stage1> stage2> action "
         "<stage2 <stage1 <workflow2 <workflow1 <runner2 <runner1",
@@ -102,21 +172,29 @@ EXPECTED: dict[str, list[str]] = {
 
 
 def test_every_example_has_expected_output() -> None:
-    names = {p.name for p in EXAMPLES}
+    names = {example_id(p) for p in EXAMPLES}
     assert names, "no examples found"
-    assert "basic_usage.py" in names  # ./tools/demo runs it
+    assert {"basic_usage.py", "batch/main.py"} <= names  # the flagships
     assert names == set(EXPECTED), (
         f"examples without expected output: {sorted(names - set(EXPECTED))}; "
         f"expected output for missing examples: {sorted(set(EXPECTED) - names)}"
     )
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_directory_has_a_main() -> None:
+    for sub in EXAMPLES_DIR.iterdir():
+        if sub.is_dir() and sub.name != "__pycache__":
+            assert (sub / "main.py").is_file(), f"examples/{sub.name}/ has no main.py"
+    assert set(ARGS) <= set(EXPECTED)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[example_id(p) for p in EXAMPLES])
 def test_example_runs(path: Path, tmp_path: Path) -> None:
+    name = example_id(path)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run(
-        [sys.executable, str(path)],
+        [sys.executable, str(path), *ARGS.get(name, [])],
         cwd=tmp_path,
         env=env,
         timeout=60,
@@ -124,8 +202,8 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
         text=True,
     )
     report = f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-    assert proc.returncode == 0, f"{path.name} exited with {proc.returncode}\n{report}"
+    assert proc.returncode == 0, f"{name} exited with {proc.returncode}\n{report}"
     assert "Traceback" not in proc.stderr, report
-    missing = [line for line in EXPECTED.get(path.name, []) if line not in proc.stdout]
-    assert not missing, f"{path.name} did not print {missing}\n{report}"
-    assert list(tmp_path.iterdir()) == [], f"{path.name} left files in its working directory"
+    missing = [line for line in EXPECTED.get(name, []) if line not in proc.stdout]
+    assert not missing, f"{name} did not print {missing}\n{report}"
+    assert list(tmp_path.iterdir()) == [], f"{name} left files in its working directory"

@@ -789,3 +789,51 @@ def test_import_gostage_loads_no_heavy_dependency() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+TRUSTED_SCRIPT = """
+from gostage import *
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+@action
+def make_point(ctx):
+    ctx.store.put("point", Point(3))
+
+if __name__ == "__main__":
+    registry = ActionRegistry()
+    registry.register("make_point", make_point)
+    runner = Runner(registry=registry, logger=NullLogger())
+    defn = SubWorkflowDef("c", [StageDef("s", [ActionDef("make_point")])])
+    try:
+        runner.spawn(defn)
+    except ChildSerializationError as exc:
+        print("untrusted:", exc.key, "trust_child=True" in str(exc))
+    value = runner.spawn(defn, trust_child=True).final_store["point"]
+    print("trusted:", type(value).__name__, value.x)
+"""
+
+
+def test_trusted_child_returns_instances_of_classes_defined_in_main(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "trusted.py"
+    script.write_text(TRUSTED_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["untrusted: point True", "trusted: Point 3"]
+
+
+def test_after_spawn_runs_as_each_child_ends() -> None:
+    ended: list[tuple[str, float]] = []
+    runner = runner_with(sleep_briefly=sleep_briefly, report_pid=report_pid)
+    runner.use_spawn_middleware(
+        SpawnMiddlewareFunc(after_spawn=lambda c, d, e: ended.append((d.id, time.monotonic())))
+    )
+    fast = SubWorkflowDef("fast", [StageDef("s", [ActionDef("report_pid")])])
+    slow = SubWorkflowDef("slow", [StageDef("s", [ActionDef("sleep_briefly")])])
+    runner.spawn_many([slow, fast], max_workers=2)
+    assert [name for name, _ in ended] == ["fast", "slow"]

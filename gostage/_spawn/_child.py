@@ -325,6 +325,12 @@ class ChildRunner(Runner):
         super().__init__(logger=ChannelLogger(channel), registry=registry)
         self.channel = channel
         self.limits = limits
+        if limits.allow_pickle:
+            import cloudpickle
+
+            from gostage.store import _serialization
+
+            _serialization.pickle_dumps = cloudpickle.dumps
         # Outbound, messages pass the IPC layers innermost (last registered) first.
         channel.set_outbound_middleware(list(reversed(ipc_middleware)))
         for mw in ipc_middleware:  # for this child's own children
@@ -343,7 +349,7 @@ class ChildRunner(Runner):
         except StoreSerializationError as exc:
             raise StoreSerializationError(
                 f"store key {key!r} holds a {type(value).__name__}, which cannot travel to "
-                "the parent as JSON",
+                f"the parent ({exc})",
                 key=key,
             ) from exc
 

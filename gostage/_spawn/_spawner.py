@@ -1,5 +1,10 @@
 """From ``runner.spawn*`` calls to supervised jobs, and from child messages to handlers.
 
+Spawn middleware: ``before_spawn`` runs for every definition when it is submitted
+(for ``spawn_many``, all of them before the first process starts, so a bad
+definition fails before anything runs); ``after_spawn`` runs as soon as that
+child's outcome is known.
+
 For every message a child sends, the parent runs, in this order: inbound IPC
 middleware, each spawn middleware's ``on_child_message``, the built-in store sync
 (``STORE_PUT`` / ``STORE_DELETE``, when the spawn was given a store), then the
@@ -193,7 +198,13 @@ def run_children(
         backend = runner._worker_pool(mp, limits, code, options)
     else:
         backend = ProcessBackend(mp, limits, code, options.kill_grace)
-    outcomes = supervise(
+
+    def after_spawn(index: int, outcome: SpawnResult | BaseException) -> None:
+        err = outcome if isinstance(outcome, BaseException) else None
+        for smw in reversed(runner._spawn_middleware):
+            smw.after_spawn(contexts[index], prepared[index], err)
+
+    return supervise(
         jobs,
         backend,
         allow_pickle=trust_child,
@@ -201,9 +212,5 @@ def run_children(
         cancel=base_ctx.cancel,
         deadline=base_ctx.deadline,
         fail_fast=fail_fast,
+        on_outcome=after_spawn if runner._spawn_middleware else None,
     )
-    for job_ctx, defn, outcome in zip(contexts, prepared, outcomes, strict=True):
-        err = outcome if isinstance(outcome, BaseException) else None
-        for smw in reversed(runner._spawn_middleware):
-            smw.after_spawn(job_ctx, defn, err)
-    return outcomes

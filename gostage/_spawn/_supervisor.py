@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gostage._exceptions import (
@@ -54,8 +55,12 @@ def supervise(
     cancel: Any = None,
     deadline: float | None = None,
     fail_fast: bool = False,
+    on_outcome: Callable[[int, Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Run ``jobs`` on at most ``max_workers`` live children; outcomes in job order."""
+    """Run ``jobs`` on at most ``max_workers`` live children; outcomes in job order.
+
+    ``on_outcome(index, outcome)`` is called as soon as each job's outcome is known.
+    """
     from multiprocessing.connection import wait
 
     outcomes: list[Outcome | None] = [None] * len(jobs)
@@ -67,6 +72,8 @@ def supervise(
         nonlocal stop
         index, outcome = _outcome(worker, finished, allow_pickle)
         outcomes[index] = outcome
+        if on_outcome is not None:
+            on_outcome(index, outcome)
         if fail_fast and stop is None and isinstance(outcome, BaseException):
             stop = SpawnError(f"stopped: another child failed and fail_fast is set ({outcome})")
 
@@ -127,6 +134,8 @@ def supervise(
         for job in pending:  # only left when the run stopped
             assert stop is not None
             outcomes[job.index] = type(stop)(str(stop))
+            if on_outcome is not None:
+                on_outcome(job.index, outcomes[job.index])  # type: ignore[arg-type]
     finally:
         # Any way out (KeyboardInterrupt included) takes the working children with it;
         # idle ones go back to the backend.
@@ -185,7 +194,7 @@ def _outcome(worker: Worker, finished: Finished, allow_pickle: bool) -> tuple[in
                 exit_code=exit_code,
             )
     elif error is None:
-        error = _failure_from(final, exit_code, who, worker)
+        error = _failure_from(final, exit_code, who, worker, allow_pickle)
     result = SpawnResult(
         success=error is None,
         error=error,
@@ -208,11 +217,15 @@ def _outcome(worker: Worker, finished: Finished, allow_pickle: bool) -> tuple[in
 
 
 def _failure_from(
-    final: dict[str, Any] | None, exit_code: int | None, who: str, worker: Worker
+    final: dict[str, Any] | None,
+    exit_code: int | None,
+    who: str,
+    worker: Worker,
+    allow_pickle: bool,
 ) -> BaseException:
     pid = worker.pid
     if final is not None and final["k"] == "e":
-        return _reported_failure(final, who, pid, exit_code)
+        return _reported_failure(final, who, pid, exit_code, allow_pickle)
     if exit_code is not None and exit_code < 0:
         signum = -exit_code
         if signum == getattr(signal, "SIGXCPU", None):
@@ -237,7 +250,7 @@ def _failure_from(
 
 
 def _reported_failure(
-    final: dict[str, Any], who: str, pid: int, exit_code: int | None
+    final: dict[str, Any], who: str, pid: int, exit_code: int | None, allow_pickle: bool
 ) -> BaseException:
     kind = final.get("kind")
     message = str(final.get("message", ""))
@@ -257,9 +270,9 @@ def _reported_failure(
         return ChildMemoryError(f"{who} ran out of memory: {message}", pid=pid, exit_code=exit_code)
     if kind == proto.KIND_SERIALIZATION:
         key = final.get("key")
+        hint = "" if allow_pickle else "; make it JSON-safe or spawn with trust_child=True"
         return ChildSerializationError(
-            f"{who} produced a value that cannot travel to the parent: {message}; make it "
-            "JSON-safe or spawn with trust_child=True",
+            f"{who} produced a value that cannot travel to the parent: {message}{hint}",
             key=key if isinstance(key, str) else None,
             pid=pid,
         )

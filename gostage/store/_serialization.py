@@ -45,7 +45,7 @@ preserved by the JSON or tagged forms (each occurrence becomes its own copy).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._exceptions import StoreSerializationError
@@ -156,6 +156,19 @@ def _tag(value: Any, active: set[int]) -> Any:
     raise _Unsupported
 
 
+pickle_dumps: Callable[[Any], bytes] | None = None
+"""What pickles values when pickling is allowed (``None``: :func:`pickle.dumps`).
+
+A spawned child sets cloudpickle here: its classes defined in ``__main__`` arrived
+by value and plain pickle cannot find them by name."""
+
+
+def _default_dumps(value: Any) -> bytes:
+    import pickle
+
+    return pickle.dumps(value, protocol=_PICKLE_PROTOCOL)
+
+
 def encode_value(value: Any, where: str, allow_pickle: bool) -> dict[str, Any]:
     """Return the box for *value*; *where* names it in error messages (e.g. ``key 'x'``)."""
     try:
@@ -171,10 +184,8 @@ def encode_value(value: Any, where: str, allow_pickle: bool) -> dict[str, Any]:
         raise StoreSerializationError(
             f"{where}: a {kind} value is not JSON-representable and allow_pickle=False"
         )
-    import pickle
-
     try:
-        raw = pickle.dumps(value, protocol=_PICKLE_PROTOCOL)
+        raw = (pickle_dumps or _default_dumps)(value)
     except Exception as exc:
         raise StoreSerializationError(
             f"{where}: a {kind} value is neither JSON-representable nor picklable ({exc})"
