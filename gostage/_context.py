@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from gostage._exceptions import WorkflowCancelled, WorkflowTimeout
 
 if TYPE_CHECKING:
     from gostage._defs import SubWorkflowDef
+    from gostage._durable import RunRecorder
     from gostage._logging import Logger
     from gostage._model import Action, Stage, Workflow
     from gostage._runner import Runner
@@ -129,6 +130,9 @@ class RunState:
         self.run_id = run_id
         self.runner = runner
         self.plan = [StageRun(s) for s in workflow.stages]
+        self.recorder: RunRecorder | None = None
+        self.resume_data: dict[str, Any] | None = None  # for the first action of a resumed run
+        self.first_action = 0  # index to start at in the current stage (resume: > 0)
         self.stage_index = 0
         # Where the next dynamic stage goes: right after the current stage, after
         # any that the current stage's actions have already added.
@@ -163,6 +167,7 @@ class ActionContext:
 
     __slots__ = (
         "_insert_at",
+        "_resume",
         "_run",
         "_stage_run",
         "action",
@@ -182,6 +187,7 @@ class ActionContext:
         """The run's logger."""
         self.action_index = -1
         self._insert_at = 0
+        self._resume: dict[str, Any] | None = None
 
     def _enter(self, action: Action, index: int) -> ActionContext:
         # One context serves every action of a stage: building one per action
@@ -230,6 +236,27 @@ class ActionContext:
         """True once the run is cancelled or past its deadline: long actions should stop."""
         return self.run_context.cancelled
 
+    @property
+    def is_resuming(self) -> bool:
+        """True for the first action run by :meth:`Runner.resume`."""
+        return self._resume is not None
+
+    @property
+    def resume_data(self) -> dict[str, Any]:
+        """What :meth:`Runner.resume` was given, for the first action it runs; else ``{}``."""
+        return self._resume if self._resume is not None else {}
+
+    def suspend(self, reason: str, **data: Any) -> NoReturn:
+        """End the run as ``suspended`` (not an error); :meth:`Runner.resume` continues it.
+
+        The run ends at once; on resume this action runs again, with
+        ``ctx.is_resuming`` true and the resume data in ``ctx.resume_data``. ``data``
+        is stored with the run, so it must be JSON-safe when the runner persists runs.
+        """
+        from gostage._durable import RunSuspended
+
+        raise RunSuspended(reason, data)
+
     def send(self, msg_type: str, payload: Any) -> None:
         """Send an IPC message: to the runner's broker here, to the parent in a child."""
         self._run.runner._send(msg_type, payload)
@@ -263,6 +290,10 @@ class ActionContext:
 
         if not isinstance(action, Action):
             raise TypeError(f"expected an Action, got {type(action).__name__}")
+        if self._run.recorder is not None:
+            from gostage._defs import action_def
+
+            action_def(action, self.stage.id)  # a persisted run must be able to name it
         self._stage_run.actions.insert(self._insert_at, action)
         self._insert_at += 1
 
@@ -277,6 +308,10 @@ class ActionContext:
             raise ValueError(
                 f"workflow {run.workflow.id!r} already has a stage with id {stage.id!r}"
             )
+        if run.recorder is not None:
+            from gostage._defs import stage_def
+
+            stage_def(stage, stage.actions)  # a persisted run must be able to name them
         run.plan.insert(run.stage_insert_at, StageRun(stage))
         run.stage_insert_at += 1
 

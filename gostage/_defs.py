@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gostage._model import Workflow
+    from gostage._model import Action, Stage, Workflow
     from gostage._registry import ActionRegistry
 
 __all__ = ["ActionDef", "StageDef", "SubWorkflowDef"]
@@ -181,3 +181,35 @@ def build_workflow(defn: SubWorkflowDef, registry: ActionRegistry) -> Workflow:
             stage.add_action(action)
         workflow.add_stage(stage)
     return workflow
+
+
+def action_def(action: Action, stage_id: str) -> ActionDef:
+    """The definition of an action made by a registry (``ValueError`` for any other)."""
+    from gostage._registry import REGISTRY_ID_ATTR
+
+    action_id = getattr(action, REGISTRY_ID_ATTR, None)
+    if action_id is None:
+        raise ValueError(
+            f"action {action.name!r} in stage {stage_id!r} was not made by an ActionRegistry, "
+            "so no definition can name it: register it (register_action / @register) and "
+            "build the workflow with registry.get(id) or Workflow.from_def"
+        )
+    params = getattr(action, PARAMS_ATTR, None)
+    return ActionDef(
+        action_id,
+        name=action.name,
+        description=action.description,
+        tags=action.tags,
+        params=dict(params) if params else None,
+    )
+
+
+def stage_def(stage: Stage, actions: Iterable[Action]) -> StageDef:
+    """The definition of ``stage`` with ``actions`` (its own, or a run's longer list)."""
+    return StageDef(
+        stage.id,
+        [action_def(a, stage.id) for a in actions],
+        name=stage.name,
+        description=stage.description,
+        tags=stage.tags,
+    )

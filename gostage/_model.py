@@ -18,7 +18,9 @@ from gostage.store import Store
 
 if TYPE_CHECKING:
     from gostage._context import ActionContext
+    from gostage._defs import SubWorkflowDef
     from gostage._middleware import StageMiddleware, WorkflowMiddleware
+    from gostage._registry import ActionRegistry
 
 __all__ = ["Action", "BaseAction", "Stage", "Workflow", "action"]
 
@@ -308,6 +310,37 @@ class Workflow(_Tagged):
     def is_action_enabled(self, name: str) -> bool:
         """Whether actions named ``name`` will run."""
         return name not in self._disabled_actions
+
+    def to_def(self) -> SubWorkflowDef:
+        """This workflow as plain data, for workflows built from registered actions.
+
+        Each action must have been made by an :class:`~gostage.ActionRegistry` (it
+        remembers its id); any other raises ``ValueError`` naming it. The store's
+        contents become ``initial_store``; middleware and toggles are not part of a
+        definition.
+        """
+        from gostage._defs import SubWorkflowDef, stage_def
+
+        return SubWorkflowDef(
+            self.id,
+            [stage_def(s, s._actions) for s in self._stages],
+            name=self.name,
+            description=self.description,
+            tags=self.tags,
+            initial_store=dict(self._store.items()) or None,
+        )
+
+    @classmethod
+    def from_def(cls, defn: SubWorkflowDef, registry: ActionRegistry | None = None) -> Workflow:
+        """Build a workflow from a definition, each action made by ``registry``.
+
+        ``registry`` defaults to the default registry. Raises
+        :class:`~gostage.UnknownActionError` naming the first id it does not know.
+        """
+        from gostage._defs import build_workflow
+        from gostage._registry import default_registry
+
+        return build_workflow(defn, registry if registry is not None else default_registry)
 
     def __repr__(self) -> str:
         return f"<Workflow {self.id!r} stages={len(self._stages)}>"

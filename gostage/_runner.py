@@ -22,59 +22,52 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from gostage._broker import Broker
 from gostage._context import ActionContext, CancelEvent, RunContext, RunState
+from gostage._durable import RunSuspended
 from gostage._exceptions import ActionError, WorkflowCancelled, WorkflowError, WorkflowTimeout
 from gostage._logging import DefaultLogger, Logger
 from gostage._middleware import Middleware, RunnerFunc, StageFunc, compose
 from gostage._model import Stage, Workflow
 from gostage._registry import ActionRegistry, default_registry
+from gostage._status import RunStatus
 
 if TYPE_CHECKING:
+    from datetime import timedelta
     from multiprocessing.context import SpawnContext
 
     from gostage._defs import SubWorkflowDef
+    from gostage._durable import RunRecorder
     from gostage._spawn._backends.pool import WorkerPool
     from gostage._spawn._child import ChildLimits
     from gostage._spawn._middleware import IPCMiddleware, SpawnMiddleware
     from gostage._spawn._options import Isolation, SpawnOptions, SpawnResult
+    from gostage.persistence import RunRecord, RunStore
     from gostage.store import Store
 
 __all__ = ["RunResult", "RunStatus", "Runner"]
 
 
 _run_ids = itertools.count()
-_run_id_prefix: tuple[int, bytes] | None = None
+_run_id_state: tuple[int, str, int] | None = None  # pid, random prefix, random mask
 
 
 def new_run_id() -> str:
     """A 32-hex-digit run id, unique across processes and time.
 
-    64 random bits drawn once per process, then a counter: random ids (uuid4)
-    cost a system call each, more than running a small child workflow.
+    64 random bits drawn once per process, then a counter (scrambled by a random
+    mask, a bijection, so ids stay unique but do not look sequential): random ids
+    (uuid4) cost a system call each, more than running a small child workflow.
     """
-    global _run_id_prefix
+    global _run_id_state
     pid = os.getpid()
-    if _run_id_prefix is None or _run_id_prefix[0] != pid:  # new process (fork) too
-        _run_id_prefix = (pid, os.urandom(8))
-    return _run_id_prefix[1].hex() + format(next(_run_ids) & 0xFFFFFFFFFFFFFFFF, "016x")
-
-
-class RunStatus(str, Enum):
-    """Where a run is in its life."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    SUSPENDED = "suspended"
-
-    def __str__(self) -> str:
-        return self.value
+    if _run_id_state is None or _run_id_state[0] != pid:  # new process (fork) too
+        raw = os.urandom(16)
+        _run_id_state = (pid, raw[:8].hex(), int.from_bytes(raw[8:], "big"))
+    _, prefix, mask = _run_id_state
+    return prefix + format((next(_run_ids) ^ mask) & 0xFFFFFFFFFFFFFFFF, "016x")
 
 
 @dataclass(frozen=True)
@@ -109,11 +102,13 @@ class Runner:
         logger: Logger | None = None,
         *,
         registry: ActionRegistry | None = None,
+        persistence: RunStore | None = None,
     ) -> None:
         self._middleware: list[Middleware] = list(middleware)
         self.logger: Logger = logger if logger is not None else DefaultLogger()
         self.broker = Broker(self.logger)
         self.registry: ActionRegistry = registry if registry is not None else default_registry
+        self.persistence: RunStore | None = persistence
         self._ipc_middleware: list[IPCMiddleware] = []
         self._spawn_middleware: list[SpawnMiddleware] = []
         self._pool: WorkerPool | None = None
@@ -148,30 +143,63 @@ class Runner:
         """
         if not workflow.stages:
             raise WorkflowError(f"workflow {workflow.id!r} has no stages; add one with add_stage")
+        run_id = new_run_id()
+        recorder = None
+        if self.persistence is not None:
+            from gostage._durable import RunRecorder
+
+            recorder = RunRecorder(self.persistence, run_id)
+            recorder.create(workflow)  # raises before anything runs if not describable
+        return self._run(workflow, logger, timeout, cancel, run_id, recorder, _Start())
+
+    def _run(
+        self,
+        workflow: Workflow,
+        logger: Logger | None,
+        timeout: float | None,
+        cancel: CancelEvent | None,
+        run_id: str,
+        recorder: RunRecorder | None,
+        start_at: _Start,
+    ) -> RunResult:
         log = logger if logger is not None else self.logger
         ctx = RunContext(cancel=cancel)
         if timeout is not None:
             ctx = ctx.with_timeout(timeout)
-        run_id = new_run_id()
-        start = time.perf_counter()
+        started = time.perf_counter()
 
         def run_stages(ctx: RunContext, workflow: Workflow, logger: Logger) -> None:
-            self._run_stages(ctx, workflow, logger, run_id)
+            self._run_stages(ctx, workflow, logger, run_id, recorder, start_at)
 
         chain: RunnerFunc = compose(self._middleware, run_stages)
+        status = RunStatus.COMPLETED
         try:
             chain(ctx, workflow, log)
-        except WorkflowError as exc:
-            exc.run_id = run_id
+        except RunSuspended as suspended:
+            status = RunStatus.SUSPENDED
+            if recorder is not None:
+                recorder.suspend(suspended.reason, suspended.data)
+        except BaseException as exc:
+            if isinstance(exc, WorkflowError):
+                exc.run_id = run_id
+            if recorder is not None:
+                cancelled = isinstance(exc, WorkflowCancelled)
+                recorder.finish(
+                    RunStatus.CANCELLED if cancelled else RunStatus.FAILED,
+                    f"{type(exc).__name__}: {exc}",
+                )
             raise
+        else:
+            if recorder is not None:
+                recorder.finish(RunStatus.COMPLETED)
         return RunResult(
             workflow_id=workflow.id,
-            success=True,
+            success=status is RunStatus.COMPLETED,
             error=None,
-            duration=time.perf_counter() - start,
+            duration=time.perf_counter() - started,
             final_store=dict(workflow.store.items()),
             run_id=run_id,
-            status=RunStatus.COMPLETED,
+            status=status,
         )
 
     def execute_all(
@@ -206,6 +234,108 @@ class Runner:
                     )
                 )
         return results
+
+    # -- durable runs (design.md §8; see gostage._durable) ------------------------------
+
+    def _runs(self) -> RunStore:
+        if self.persistence is None:
+            from gostage.persistence import PersistenceError
+
+            raise PersistenceError(
+                "this runner keeps no run history: create it with "
+                "Runner(persistence=SQLiteRunStore(path)) to resume, list or recover runs"
+            )
+        return self.persistence
+
+    def resume(self, run_id: str, data: dict[str, Any] | None = None) -> RunResult:
+        """Continue a ``failed`` or ``suspended`` run after its last completed action.
+
+        The workflow is rebuilt from the stored plan (actions made again by this
+        runner's registry), with the store and toggles of the last checkpoint. No
+        completed action runs again; the first action to run sees ``data`` as
+        ``ctx.resume_data`` and ``ctx.is_resuming`` true. Raises
+        :class:`~gostage.persistence.RunNotFoundError`,
+        :class:`~gostage.persistence.RunStateError` for a completed or cancelled run
+        (or one another process is resuming), and :class:`UnknownActionError` for an
+        action id the registry no longer has; none of them changes anything stored.
+        """
+        from gostage._durable import RunRecorder, workflow_from_plan
+        from gostage.persistence import RunStateError
+
+        runs = self._runs()
+        record = runs.get_run(run_id)
+        resumable = (RunStatus.FAILED, RunStatus.SUSPENDED)
+        if record.status not in resumable:
+            raise RunStateError(
+                f"run {run_id!r} is {record.status.value}: only failed or suspended runs can "
+                "be resumed"
+            )
+        checkpoint = runs.get_checkpoint(run_id)
+        definition = record.definition or {}
+        if checkpoint is not None:
+            workflow = workflow_from_plan(checkpoint.plan, checkpoint.store, self.registry)
+            start = _Start(
+                checkpoint.stage_index,
+                checkpoint.action_index + 1,
+                checkpoint.plan.get("stage_insert_at"),
+                dict(data or {}),
+            )
+        else:
+            workflow = workflow_from_plan(definition["plan"], definition["store"], self.registry)
+            start = _Start(resume_data=dict(data or {}))
+        seq = len(runs.list_actions(run_id))
+        pid, started = RunRecorder.owner()
+        # Compare-and-set: of two processes resuming this run, one wins.
+        runs.set_status(
+            run_id, RunStatus.RUNNING, owner_pid=pid, owner_started=started, expect=resumable
+        )
+        recorder = RunRecorder(runs, run_id, seq)
+        return self._run(workflow, None, None, None, run_id, recorder, start)
+
+    def recover(self) -> list[RunRecord]:
+        """Mark runs left ``running`` by a process that is gone as ``failed`` ("abandoned").
+
+        Returns their records; each can then be continued with :meth:`resume`.
+        """
+        from gostage._durable import owner_alive
+        from gostage.persistence import RunStateError
+
+        runs = self._runs()
+        recovered = []
+        for record in runs.list_runs(status=RunStatus.RUNNING, limit=None):
+            if owner_alive(record):
+                continue
+            try:
+                recovered.append(
+                    runs.set_status(
+                        record.run_id, RunStatus.FAILED, error="abandoned", expect=RunStatus.RUNNING
+                    )
+                )
+            except RunStateError:
+                continue  # it moved on meanwhile (finished, or recovered by another process)
+        return recovered
+
+    def list_runs(
+        self,
+        status: RunStatus | str | None = None,
+        workflow_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Stored runs, newest first, optionally filtered by status and workflow id."""
+        return self._runs().list_runs(status, workflow_id, limit, offset)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The stored record of one run (``RunNotFoundError`` naming it if there is none)."""
+        return self._runs().get_run(run_id)
+
+    def delete_run(self, run_id: str) -> bool:
+        """Forget a run and its history; ``False`` if there was no such run."""
+        return self._runs().delete_run(run_id)
+
+    def purge_runs(self, older_than: float | timedelta) -> int:
+        """Forget finished runs last updated more than ``older_than`` ago; how many."""
+        return self._runs().purge_runs(older_than)
 
     # -- child processes ---------------------------------------------------------
 
@@ -368,21 +498,36 @@ class Runner:
             msg_type, payload = mw.process_inbound(msg_type, payload)
         self.broker.dispatch(msg_type, payload)
 
-    def _run_stages(self, ctx: RunContext, workflow: Workflow, logger: Logger, run_id: str) -> None:
+    def _run_stages(
+        self,
+        ctx: RunContext,
+        workflow: Workflow,
+        logger: Logger,
+        run_id: str,
+        recorder: RunRecorder | None,
+        start_at: _Start,
+    ) -> None:
         run = RunState(workflow, logger, run_id, self)
+        run.recorder = recorder
+        run.resume_data = start_at.resume_data
 
         def run_stage(ctx: RunContext, stage: Stage, workflow: Workflow, logger: Logger) -> None:
             self._run_stage(ctx, stage, workflow, logger, run)
 
         chain: StageFunc = compose(workflow.middleware, run_stage)
         # The plan grows while we walk it (dynamic stages), hence the index loop.
-        index = 0
+        index = start_at.stage
+        run.first_action = start_at.action
         while index < len(run.plan):
             run.stage_index = index
-            run.stage_insert_at = index + 1
+            if start_at.stage_insert_at is not None and index == start_at.stage:
+                run.stage_insert_at = start_at.stage_insert_at
+            else:
+                run.stage_insert_at = index + 1
             stage = run.plan[index].stage
             ctx.check(f"before stage {stage.id!r} of workflow {workflow.id!r}")
             chain(ctx, stage, workflow, logger)
+            run.first_action = 0
             index += 1
 
     def _run_stage(
@@ -391,8 +536,9 @@ class Runner:
         if stage.id in workflow._disabled_stages:
             logger.info("skipping disabled stage %r of workflow %r", stage.id, workflow.id)
             return
-        for key, value in stage.initial_data.items():
-            workflow.store.put(key, value)
+        if run.first_action == 0:  # a run resumed mid-stage applied it the first time
+            for key, value in stage.initial_data.items():
+                workflow.store.put(key, value)
 
         def run_actions(ctx: RunContext, stage: Stage, workflow: Workflow, logger: Logger) -> None:
             self._run_actions(ctx, workflow, logger, run)
@@ -403,13 +549,15 @@ class Runner:
     def _run_actions(
         self, ctx: RunContext, workflow: Workflow, logger: Logger, run: RunState
     ) -> None:
-        entry = run.plan[run.stage_index]
+        stage_index = run.stage_index
+        entry = run.plan[stage_index]
         stage = entry.stage
         actions = entry.actions  # grows while we walk it (dynamic actions)
         disabled = workflow._disabled_actions
         watch = ctx.deadline is not None or ctx.cancel is not None
+        recorder = run.recorder
         actx = ActionContext(run, entry, ctx)
-        index = 0
+        index = run.first_action
         while index < len(actions):
             action = actions[index]
             if watch:
@@ -418,11 +566,21 @@ class Runner:
                 logger.info("skipping disabled action %r in stage %r", action.name, stage.id)
                 index += 1
                 continue
+            # Inlined ActionContext._enter: one context serves the whole stage.
+            actx.action = action
+            actx.action_index = index
+            actx._insert_at = index + 1
+            if run.resume_data is not None:  # the first action of a resumed run
+                actx._resume, run.resume_data = run.resume_data, None
+            elif actx._resume is not None:
+                actx._resume = None
             try:
-                action.execute(actx._enter(action, index))
+                action.execute(actx)
             except (WorkflowCancelled, WorkflowTimeout):
                 raise
             except Exception as exc:
+                if recorder is not None:
+                    recorder.failed(stage.id, index, action, f"{type(exc).__name__}: {exc}")
                 raise ActionError(
                     f"action {action.name!r} in stage {stage.id!r} of workflow "
                     f"{workflow.id!r} failed: {type(exc).__name__}: {exc}",
@@ -430,7 +588,27 @@ class Runner:
                     stage_id=stage.id,
                     action_name=action.name,
                 ) from exc
+            if recorder is not None:
+                recorder.completed(run, stage_index, index, action)
             index += 1
         # An action that stopped early because ctx.cancelled turned true must not
         # let the run count as complete.
         ctx.check(f"after the actions of stage {stage.id!r}")
+
+
+class _Start:
+    """Where a run starts: the beginning, or (resume) just after its last checkpoint."""
+
+    __slots__ = ("action", "resume_data", "stage", "stage_insert_at")
+
+    def __init__(
+        self,
+        stage: int = 0,
+        action: int = 0,
+        stage_insert_at: int | None = None,
+        resume_data: dict[str, Any] | None = None,
+    ) -> None:
+        self.stage = stage
+        self.action = action
+        self.stage_insert_at = stage_insert_at
+        self.resume_data = resume_data
