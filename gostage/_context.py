@@ -111,6 +111,19 @@ class RunContext:
                 )
 
 
+class RunSuspended(BaseException):
+    """Raised by ``ctx.suspend``; ends the run as ``suspended``.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that ``except Exception``
+    in actions and middleware (retry, error handling) lets it through.
+    """
+
+    def __init__(self, reason: str, data: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.data = data
+
+
 class StageRun:
     """One stage in a run plan, with the run's own copy of its action list."""
 
@@ -253,8 +266,6 @@ class ActionContext:
         ``ctx.is_resuming`` true and the resume data in ``ctx.resume_data``. ``data``
         is stored with the run, so it must be JSON-safe when the runner persists runs.
         """
-        from gostage._durable import RunSuspended
-
         raise RunSuspended(reason, data)
 
     def send(self, msg_type: str, payload: Any) -> None:

@@ -26,28 +26,13 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from gostage._defs import StageDef, SubWorkflowDef, build_workflow, stage_def
-
 if TYPE_CHECKING:
     from gostage._context import RunState
     from gostage._model import Action, Workflow
     from gostage._registry import ActionRegistry
     from gostage.persistence import RunRecord, RunStore
 
-__all__ = ["RunRecorder", "RunSuspended", "owner_alive", "plan_document", "workflow_from_plan"]
-
-
-class RunSuspended(BaseException):
-    """Raised by ``ctx.suspend``; ends the run as ``suspended``.
-
-    A ``BaseException``, like ``KeyboardInterrupt``, so that ``except Exception``
-    in actions and middleware (retry, error handling) lets it through.
-    """
-
-    def __init__(self, reason: str, data: dict[str, Any]) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.data = data
+__all__ = ["RunRecorder", "owner_alive", "plan_document", "workflow_from_plan"]
 
 
 def plan_document(
@@ -56,6 +41,8 @@ def plan_document(
     stage_insert_at: int = 0,
 ) -> dict[str, Any]:
     """PLAN (see the module docstring) for ``stages``: ``(stage, actions)`` pairs."""
+    from gostage._defs import stage_def
+
     return {
         "workflow": {
             "id": workflow.id,
@@ -77,6 +64,7 @@ def workflow_from_plan(
 
     Raises :class:`UnknownActionError` for an id the registry no longer has.
     """
+    from gostage._defs import StageDef, SubWorkflowDef, build_workflow
     from gostage.store import Store
 
     info = plan["workflow"]

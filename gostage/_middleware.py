@@ -13,7 +13,6 @@ At every level the first middleware registered is the outermost.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -165,6 +164,8 @@ def retry_middleware(
     def wait_for(n: int) -> float:
         wait = delay * backoff ** (n - 1)
         if jitter:
+            import random
+
             wait *= random.uniform(0.5, 1.5)
         return wait if max_delay is None else min(wait, max_delay)
 

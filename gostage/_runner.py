@@ -21,12 +21,10 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gostage._broker import Broker
-from gostage._context import ActionContext, CancelEvent, RunContext, RunState
-from gostage._durable import RunSuspended
+from gostage._context import ActionContext, CancelEvent, RunContext, RunState, RunSuspended
 from gostage._exceptions import ActionError, WorkflowCancelled, WorkflowError, WorkflowTimeout
 from gostage._logging import DefaultLogger, Logger
 from gostage._middleware import Middleware, RunnerFunc, StageFunc, compose
@@ -70,23 +68,30 @@ def new_run_id() -> str:
     return prefix + format((next(_run_ids) ^ mask) & 0xFFFFFFFFFFFFFFFF, "016x")
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(NamedTuple):
     """The outcome of one run.
 
     ``final_store`` maps each key of the workflow's store to its value when the run
-    ended (the stored objects themselves, as ``store.items()`` gives them); ``error`` is
-    the exception of a failed run (only :meth:`Runner.execute_all` with
-    ``ignore_errors=True`` returns failed results: ``execute`` raises instead).
+    ended (the stored objects themselves, as ``store.items()`` gives them); ``error``
+    is the exception of a failed run (only :meth:`Runner.execute_all` with
+    ``ignore_errors=True`` returns failed results: ``execute`` raises instead). A
+    suspended run has ``status`` ``SUSPENDED`` and ``success`` false.
     """
 
     workflow_id: str
     success: bool
     error: BaseException | None
     duration: float
-    final_store: dict[str, Any] = field(repr=False)
+    final_store: dict[str, Any]
     run_id: str
     status: RunStatus
+
+    def __repr__(self) -> str:  # the store can be large: leave it out
+        return (
+            f"RunResult(workflow_id={self.workflow_id!r}, success={self.success}, "
+            f"status={self.status.value!r}, run_id={self.run_id!r}, "
+            f"duration={self.duration:.3f}, error={self.error!r})"
+        )
 
 
 class Runner:
