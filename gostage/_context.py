@@ -146,6 +146,7 @@ class RunState:
         self.recorder: RunRecorder | None = None
         self.resume_data: dict[str, Any] | None = None  # for the first action of a resumed run
         self.first_action = 0  # index to start at in the current stage (resume: > 0)
+        self.plan_changes = 0  # dynamic additions so far (a checkpoint must then carry them)
         self.stage_index = 0
         # Where the next dynamic stage goes: right after the current stage, after
         # any that the current stage's actions have already added.
@@ -307,6 +308,7 @@ class ActionContext:
             action_def(action, self.stage.id)  # a persisted run must be able to name it
         self._stage_run.actions.insert(self._insert_at, action)
         self._insert_at += 1
+        self._run.plan_changes += 1
 
     def add_dynamic_stage(self, stage: Stage) -> None:
         """Run ``stage`` right after the current stage (several: in the order added)."""
@@ -325,6 +327,7 @@ class ActionContext:
             stage_def(stage, stage.actions)  # a persisted run must be able to name them
         run.plan.insert(run.stage_insert_at, StageRun(stage))
         run.stage_insert_at += 1
+        run.plan_changes += 1
 
     # -- toggles ------------------------------------------------------------
 

@@ -12,6 +12,10 @@ What is written, all JSON (see ``gostage.persistence`` for where)::
              "disabled_stages": [...], "disabled_actions": [...], "stage_insert_at": n}
     STORE = Store.export_state() of the workflow store
 
+A checkpoint whose run added nothing dynamic leaves "stages" out (the
+definition's stages still hold): describing every action after every action
+would make a long workflow's checkpoints cost O(actions) each.
+
 A checkpoint is taken after every completed action, so a crash loses at most the
 action that was running. ``resume`` rebuilds the workflow from the last
 checkpoint's plan (actions made again by the runner's registry), restores the
@@ -37,33 +41,45 @@ __all__ = ["RunRecorder", "owner_alive", "plan_document", "workflow_from_plan"]
 
 def plan_document(
     workflow: Workflow,
-    stages: list[tuple[Any, list[Action]]],
+    stages: list[tuple[Any, list[Action]]] | None,
     stage_insert_at: int = 0,
 ) -> dict[str, Any]:
-    """PLAN (see the module docstring) for ``stages``: ``(stage, actions)`` pairs."""
+    """PLAN (see the module docstring) for ``stages``: ``(stage, actions)`` pairs.
+
+    ``stages=None`` leaves them out: the run's stages are still the definition's.
+    """
     from gostage._defs import stage_def
 
-    return {
+    plan: dict[str, Any] = {
         "workflow": {
             "id": workflow.id,
             "name": workflow.name,
             "description": workflow.description,
             "tags": list(workflow.tags),
         },
-        "stages": [stage_def(stage, actions).to_dict() for stage, actions in stages],
         "disabled_stages": sorted(workflow._disabled_stages),
         "disabled_actions": sorted(workflow._disabled_actions),
         "stage_insert_at": stage_insert_at,
     }
+    if stages is not None:
+        plan["stages"] = [stage_def(stage, actions).to_dict() for stage, actions in stages]
+    return plan
 
 
 def workflow_from_plan(
-    plan: dict[str, Any], store_doc: dict[str, Any], registry: ActionRegistry
+    plan: dict[str, Any],
+    store_doc: dict[str, Any],
+    registry: ActionRegistry,
+    definition_plan: dict[str, Any] | None = None,
 ) -> Workflow:
     """Rebuild a workflow (every plan stage, toggles, store) from PLAN and STORE.
 
-    Raises :class:`UnknownActionError` for an id the registry no longer has.
+    A PLAN without stages takes them from ``definition_plan``. Raises
+    :class:`UnknownActionError` for an id the registry no longer has.
     """
+    if "stages" not in plan:
+        assert definition_plan is not None
+        plan = {**plan, "stages": definition_plan["stages"]}
     from gostage._defs import StageDef, SubWorkflowDef, build_workflow
     from gostage.store import Store
 
@@ -147,8 +163,11 @@ class RunRecorder:
         from gostage.persistence import ActionRecord, Checkpoint
 
         self.seq += 1
+        grown = run.plan_changes > 0
         plan = plan_document(
-            run.workflow, [(e.stage, e.actions) for e in run.plan], run.stage_insert_at
+            run.workflow,
+            [(e.stage, e.actions) for e in run.plan] if grown else None,
+            run.stage_insert_at,
         )
         self.store.record_action(
             self.run_id,

@@ -278,12 +278,15 @@ class Runner:
         checkpoint = runs.get_checkpoint(run_id)
         definition = record.definition or {}
         if checkpoint is not None:
-            workflow = workflow_from_plan(checkpoint.plan, checkpoint.store, self.registry)
+            workflow = workflow_from_plan(
+                checkpoint.plan, checkpoint.store, self.registry, definition.get("plan")
+            )
             start = _Start(
                 checkpoint.stage_index,
                 checkpoint.action_index + 1,
                 checkpoint.plan.get("stage_insert_at"),
                 dict(data or {}),
+                grown="stages" in checkpoint.plan,
             )
         else:
             workflow = workflow_from_plan(definition["plan"], definition["store"], self.registry)
@@ -515,6 +518,7 @@ class Runner:
         run = RunState(workflow, logger, run_id, self)
         run.recorder = recorder
         run.resume_data = start_at.resume_data
+        run.plan_changes = int(start_at.grown)
 
         def run_stage(ctx: RunContext, stage: Stage, workflow: Workflow, logger: Logger) -> None:
             self._run_stage(ctx, stage, workflow, logger, run)
@@ -604,7 +608,7 @@ class Runner:
 class _Start:
     """Where a run starts: the beginning, or (resume) just after its last checkpoint."""
 
-    __slots__ = ("action", "resume_data", "stage", "stage_insert_at")
+    __slots__ = ("action", "grown", "resume_data", "stage", "stage_insert_at")
 
     def __init__(
         self,
@@ -612,8 +616,13 @@ class _Start:
         action: int = 0,
         stage_insert_at: int | None = None,
         resume_data: dict[str, Any] | None = None,
+        *,
+        grown: bool = False,
     ) -> None:
         self.stage = stage
         self.action = action
         self.stage_insert_at = stage_insert_at
         self.resume_data = resume_data
+        # The plan differs from the definition's (dynamic additions before the
+        # checkpoint), so every later checkpoint must carry it too.
+        self.grown = grown

@@ -54,6 +54,13 @@ def gate(ctx: ActionContext) -> None:
 
 
 @action
+def gate2(ctx: ActionContext) -> None:
+    CALLS.append("gate2")
+    if not ctx.is_resuming:
+        ctx.suspend("second approval")
+
+
+@action
 def boom(ctx: ActionContext) -> None:
     CALLS.append("boom")
     if not ctx.store.get_or_default("fixed", False):
@@ -71,7 +78,7 @@ def grow(ctx: ActionContext) -> None:
 
 def make_registry() -> ActionRegistry:
     registry = ActionRegistry()
-    for fn in (step, gate, boom, grow):
+    for fn in (step, gate, gate2, boom, grow):
         registry.register(fn.name, fn)
     return registry
 
@@ -455,3 +462,24 @@ def test_two_processes_writing_runs_to_one_file(tmp_path: Path) -> None:
         records = runs.list_runs(limit=None)
         assert len(records) == 80
         assert all(r.status is RunStatus.COMPLETED for r in records)
+
+
+def test_dynamic_plan_survives_two_resumes() -> None:
+    registry = make_registry()
+    runner = Runner(logger=NullLogger(), registry=registry, persistence=MemoryRunStore())
+    wf = Workflow.from_def(
+        definition(
+            ("s1", [("grow", "grow"), ("gate", "gate"), ("gate2", "gate2")]),
+            ("optional", [("step", "skipped")]),
+            ("s3", [("step", "last")]),
+        ),
+        registry,
+    )
+    first = runner.execute(wf)
+    second = runner.resume(first.run_id, data={"by": "a"})
+    assert second.status is RunStatus.SUSPENDED
+    CALLS.clear()
+    done = runner.resume(first.run_id)
+    assert done.status is RunStatus.COMPLETED
+    assert CALLS == ["gate2", "last"]
+    assert done.final_store["dynamic-step"] == 1 and "skipped" not in done.final_store
