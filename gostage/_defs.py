@@ -72,13 +72,18 @@ class ActionDef:
 
 @dataclass
 class StageDef:
-    """One stage: an id and its actions, in order."""
+    """One stage: an id and its actions, in order.
+
+    ``initial_data`` is put into the store before the stage's actions run (see
+    :meth:`Stage.set_initial_data`).
+    """
 
     id: str
     actions: list[ActionDef] = field(default_factory=list)
     name: str = ""
     description: str = ""
     tags: tuple[str, ...] = ()
+    initial_data: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check_id("stage", self.id)
@@ -93,6 +98,7 @@ class StageDef:
             "name": self.name,
             "description": self.description,
             "tags": list(self.tags),
+            "initial_data": dict(self.initial_data) if self.initial_data is not None else None,
         }
 
     @classmethod
@@ -104,6 +110,7 @@ class StageDef:
             name=data.get("name", ""),
             description=data.get("description", ""),
             tags=tuple(data.get("tags", ())),
+            initial_data=data.get("initial_data"),
         )
 
 
@@ -170,6 +177,8 @@ def build_workflow(defn: SubWorkflowDef, registry: ActionRegistry) -> Workflow:
     workflow = Workflow(defn.id, defn.name, defn.description, defn.tags, store=store)
     for sdef in defn.stages:
         stage = Stage(sdef.id, sdef.name, sdef.description, sdef.tags)
+        for key, value in (sdef.initial_data or {}).items():
+            stage.set_initial_data(key, value)
         for adef in sdef.actions:
             action = registry.get(adef.id)
             if isinstance(action, BaseAction):
@@ -212,4 +221,5 @@ def stage_def(stage: Stage, actions: Iterable[Action]) -> StageDef:
         name=stage.name,
         description=stage.description,
         tags=stage.tags,
+        initial_data=stage.initial_data or None,
     )

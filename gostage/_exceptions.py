@@ -54,19 +54,19 @@ __all__ = [
 
 
 class GostageError(Exception):
-    """Base class of every error gostage raises on purpose."""
+    """Base class of every error gostage raises on purpose.
+
+    ``run_id`` is set on an error that ended a run (``None`` otherwise).
+    """
+
+    run_id: str | None = None
 
 
 # --- running workflows -------------------------------------------------------
 
 
 class WorkflowError(GostageError):
-    """A workflow is invalid (e.g. it has no stages) or its run did not finish.
-
-    ``run_id`` is the id of the run that raised it (``None`` if no run started).
-    """
-
-    run_id: str | None = None
+    """A workflow is invalid (e.g. it has no stages) or its run did not finish."""
 
 
 class ActionError(WorkflowError):

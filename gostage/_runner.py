@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gostage._broker import Broker
 from gostage._context import ActionContext, CancelEvent, RunContext, RunState, RunSuspended
-from gostage._exceptions import ActionError, WorkflowCancelled, WorkflowError, WorkflowTimeout
+from gostage._exceptions import (
+    ActionError,
+    GostageError,
+    WorkflowCancelled,
+    WorkflowError,
+    WorkflowTimeout,
+)
 from gostage._logging import DefaultLogger, Logger
 from gostage._middleware import Middleware, RunnerFunc, StageFunc, compose
 from gostage._model import Stage, Workflow
@@ -183,9 +189,15 @@ class Runner:
         except RunSuspended as suspended:
             status = RunStatus.SUSPENDED
             if recorder is not None:
-                recorder.suspend(suspended.reason, suspended.data)
+                try:
+                    recorder.suspend(suspended.reason, suspended.data)
+                except BaseException as exc:  # e.g. data that is not JSON: never stay "running"
+                    recorder.finish(RunStatus.FAILED, f"could not suspend: {exc}")
+                    if isinstance(exc, GostageError):
+                        exc.run_id = run_id
+                    raise
         except BaseException as exc:
-            if isinstance(exc, WorkflowError):
+            if isinstance(exc, GostageError):
                 exc.run_id = run_id
             if recorder is not None:
                 cancelled = isinstance(exc, WorkflowCancelled)

@@ -483,3 +483,38 @@ def test_dynamic_plan_survives_two_resumes() -> None:
     assert done.status is RunStatus.COMPLETED
     assert CALLS == ["gate2", "last"]
     assert done.final_store["dynamic-step"] == 1 and "skipped" not in done.final_store
+
+
+@action
+def show_region(ctx: ActionContext) -> None:
+    ctx.store.put("seen_region", ctx.store.get_or_default("region", None))
+
+
+def test_stage_initial_data_survives_resume_and_to_def() -> None:
+    registry = make_registry()
+    registry.register("show_region", show_region)
+    runner = Runner(logger=NullLogger(), registry=registry, persistence=MemoryRunStore())
+    wf = Workflow.from_def(
+        definition(("a", [("gate", "gate")]), ("b", [("show_region", "show")])), registry
+    )
+    wf.get_stage("b").set_initial_data("region", "eu")
+    assert wf.to_def().stages[1].initial_data == {"region": "eu"}
+    first = runner.execute(wf)
+    done = runner.resume(first.run_id, data={"by": "x"})
+    assert done.final_store["seen_region"] == "eu"
+
+
+def test_suspend_data_that_cannot_be_stored_fails_the_run_instead_of_leaving_it_running() -> None:
+    from gostage.persistence import PersistenceError
+
+    @action
+    def odd_suspend(ctx: ActionContext) -> None:
+        ctx.suspend("wait", when=object())
+
+    registry = make_registry()
+    registry.register("odd_suspend", odd_suspend)
+    runner = Runner(logger=NullLogger(), registry=registry, persistence=MemoryRunStore())
+    with pytest.raises(PersistenceError) as info:
+        runner.execute(Workflow.from_def(definition(("s", [("odd_suspend", "odd")])), registry))
+    record = runner.get_run(info.value.run_id or "")
+    assert record.status is RunStatus.FAILED and "could not suspend" in (record.error or "")
