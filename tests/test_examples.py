@@ -31,6 +31,13 @@ def example_id(path: Path) -> str:
 # Command-line arguments per example (the batch is smaller under test).
 ARGS: dict[str, list[str]] = {"batch/main.py": ["--quick"]}
 
+# The last line of durable/main.py: commands that test_durable_example_commands_work runs.
+DURABLE_CLI = (
+    "  gostage run examples/durable/flow.py:expense_report; gostage runs; gostage show RUN_ID; "
+    "gostage resume RUN_ID --data approver=dana --data approved=true; "
+    "gostage purge --older-than 7d"
+)
+
 EXPECTED: dict[str, list[str]] = {
     "action_wrapping.py": [
         "fetch-customers: attempt 2 failed (connection reset (call 2)); retrying",
@@ -79,6 +86,35 @@ EXPECTED: dict[str, list[str]] = {
         "['deploy-staging', 'deploy-production']",
         "ran: lint, unit-tests, write-changelog, post-to-chat",
         "stages left disabled: build-docs, deploy-staging, smoke-tests, deploy-production",
+    ],
+    "durable/main.py": [
+        "    manager-approval: no decision yet: suspending the run",
+        "execute returned status=suspended, success=False",
+        "get_run: status=suspended, reason='manager approval needed', "
+        "data={'employee': 'ana', 'amount': 1200.0}",
+        "    manager-approval: resumed (ctx.is_resuming=True) with "
+        "{'approver': 'dana', 'approved': True}",
+        "resume raised ActionError, caused by ConnectionError('payment gateway timed out')",
+        "get_run: status=failed, error=\"ActionError: action 'pay-out' in stage 'payment' of "
+        "workflow 'expense-report' failed: ConnectionError: payment gateway timed out\"",
+        "resume returned status=completed; approved_by='dana', transaction='tx-0001'",
+        "calls over execute + 2 resumes: "
+        "load-claim 1, check-policy 1, manager-approval 2, pay-out 2, notify 1",
+        "action records: load-claim completed, check-policy completed, manager-approval "
+        "completed, pay-out failed, pay-out completed, notify completed",
+        "    pay-out: paying 80.00 to bo",
+        "a child process started a claim and was killed while paying: exit -9",
+        "recover() marked it failed: error='abandoned'",
+        "resume returned status=completed, paid 80.00",
+        "calls in this process: pay-out 1, notify 1 (intake and approval ran in the dead one)",
+        "recover() again: []",
+        "list_runs(): 2 runs, newest first",
+        "get_run(ana's run): workflow_id='expense-report', status=completed, error=None",
+        "purge_runs(timedelta(days=7)) deleted 0",
+        "delete_run(ana's run): True",
+        "purge_runs(0) deleted 1: every finished run",
+        "runs left: []",
+        DURABLE_CLI,
     ],
     "dynamic_actions.py": [
         "  [process]       verify 4 tiles of panorama.jpg",
@@ -207,3 +243,38 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
     missing = [line for line in EXPECTED.get(name, []) if line not in proc.stdout]
     assert not missing, f"{name} did not print {missing}\n{report}"
     assert list(tmp_path.iterdir()) == [], f"{name} left files in its working directory"
+
+
+def test_durable_example_commands_work(tmp_path: Path) -> None:
+    """The shell commands durable/main.py ends with do what it says, on its flow.py."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["GOSTAGE_DB"] = str(tmp_path / "runs.db")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.pop("EXPENSES_GATEWAY_OUTAGES", None)
+    run_id = None
+    outputs = []
+    for command in DURABLE_CLI.strip().split("; "):
+        argv = command.split()
+        assert argv[0] == "gostage", command
+        if run_id is not None:
+            argv = [run_id if arg == "RUN_ID" else arg for arg in argv]
+        proc = subprocess.run(
+            [sys.executable, "-m", "gostage", *argv[1:]],
+            cwd=ROOT,
+            env=env,
+            timeout=60,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+        outputs.append(proc.stdout)
+        if run_id is None:
+            run_id = proc.stdout.split("\nrun ", 1)[1].split(":", 1)[0]
+    run, runs, show, resume, purge = outputs
+    assert f"run {run_id}: suspended" in run and "suspended: manager approval needed" in run
+    assert f"{run_id}  expense-report    suspended" in runs
+    assert "status    suspended" in show and "intake/check-policy  completed" in show
+    assert f"run {run_id}: completed" in resume
+    assert "approver': 'dana', 'approved': True}" in resume
+    assert "purged 0 run(s)" in purge

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,82 @@ def test_examples_section_lists_every_example() -> None:
     present = {p.relative_to(examples).as_posix() for p in examples.glob("*.py")}
     present |= {p.relative_to(examples).as_posix() for p in examples.glob("*/main.py")}
     assert listed == present
+
+
+# What changes from one session to the next in a `gostage` transcript.
+_VOLATILE = [
+    (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"), "<time>"),
+    (re.compile(r"\b\d+\.\d\d s\b"), "<n> s"),
+    (re.compile(r"\b\d{9,}\.\d+"), "<epoch>"),
+]
+
+
+def _normalized(text: str) -> list[str]:
+    lines = []
+    for line in text.splitlines():
+        for pattern, stand_in in _VOLATILE:
+            line = pattern.sub(stand_in, line)
+        lines.append(line.rstrip())
+    return lines
+
+
+def test_command_line_transcript_is_real(tmp_path: Path) -> None:
+    """The shell session in "Command line" replays: same output, same exit statuses.
+
+    The section's python block is written to flow.py; each ``$ command`` of the console
+    block runs in a fresh process (``gostage`` as ``python -m gostage``), with the run id
+    of the new session in place of the README's and times normalised.
+    """
+    section = TEXT.split("\n## Command line", 1)[1].split("\n## ", 1)[0]
+    (flow,) = [body for lang, body in FENCE.findall(section) if lang == "python"]
+    (session,) = [body for lang, body in FENCE.findall(section) if lang == "console"]
+    (tmp_path / "flow.py").write_text(flow, encoding="utf-8")
+
+    steps: list[tuple[str, list[str], int]] = []  # command, output lines, exit status
+    lines = session.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        assert line.startswith("$ "), f"expected a command, got {line!r}"
+        if line == "$ echo $?":
+            command, output, _ = steps[-1]
+            steps[-1] = (command, output, int(lines[i + 1]))
+            i += 2
+            continue
+        output = []
+        i += 1
+        while i < len(lines) and not lines[i].startswith("$ "):
+            output.append(lines[i])
+            i += 1
+        steps.append((line[2:], output, 0))
+    assert len(steps) >= 5
+
+    readme_id = re.search(r"\b[0-9a-f]{32}\b", session)
+    assert readme_id is not None
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"  # stdout and stderr interleave as on a terminal
+    env.pop("GOSTAGE_DB", None)
+    run_id = None
+    for command, expected, status in steps:
+        words = shlex.split(command if run_id is None else command.replace(readme_id[0], run_id))
+        extra = {}
+        while "=" in words[0]:
+            key, _, value = words.pop(0).partition("=")
+            extra[key] = value
+        assert words[0] == "gostage", command
+        proc = subprocess.run(
+            [sys.executable, "-m", "gostage", *words[1:]],
+            cwd=tmp_path,
+            env={**env, **extra},
+            timeout=60,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if run_id is None:
+            found = re.search(r"^run ([0-9a-f]{32}):", proc.stdout, re.MULTILINE)
+            assert found is not None, proc.stdout
+            run_id = found[1]
+        got = _normalized(proc.stdout.replace(run_id, readme_id[0]))
+        assert (proc.returncode, got) == (status, _normalized("\n".join(expected))), command
