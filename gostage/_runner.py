@@ -422,8 +422,9 @@ class Runner:
         ``isolation`` (default: ``options.isolation``, itself ``"process"`` by
         default) picks a fresh process per child workflow, or ``"worker"``:
         long-lived workers kept by this runner between calls, which receive the
-        registry once and then only definitions, so small child workflows cost a
-        pipe round trip rather than a process start. Crash detection, timeouts and
+        registry once and then only definitions, queued a few milliseconds' worth
+        at a time, so small child workflows share a pipe write rather than each
+        starting a process. Crash detection, timeouts and
         typed errors are the same in both modes; a worker that dies mid-task fails
         only that task and is replaced. Workers stay until :meth:`close` (or the
         end of a ``with Runner() as runner:`` block, or interpreter exit), and exit

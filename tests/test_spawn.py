@@ -173,6 +173,17 @@ def write_malformed_message(ctx: ActionContext) -> None:
 
 
 @action
+def write_malformed_report(ctx: ActionContext) -> None:
+    from gostage._spawn import _child
+
+    channel = _child.active_channel()
+    assert channel is not None
+    body = b'{"m":"not a list","k":"r","store":{}}'
+    os.write(channel._fd, len(body).to_bytes(4, "big") + body)
+    time.sleep(30)
+
+
+@action
 def use_params(ctx: ActionContext) -> None:
     ctx.store.put("doubled", ctx.params["n"] * 2)
 
@@ -501,6 +512,7 @@ def test_message_over_the_frame_limit_is_a_protocol_error() -> None:
         ("write_garbage", "not valid JSON"),
         ("write_oversized_header", "over the"),
         ("write_malformed_message", "malformed message"),
+        ("write_malformed_report", "malformed message list"),
     ],
 )
 def test_hostile_bytes_on_the_channel_are_a_protocol_error_and_parent_survives(
@@ -510,6 +522,7 @@ def test_hostile_bytes_on_the_channel_are_a_protocol_error_and_parent_survives(
         write_garbage=write_garbage,
         write_oversized_header=write_oversized_header,
         write_malformed_message=write_malformed_message,
+        write_malformed_report=write_malformed_report,
         report_pid=report_pid,
     )
     err, elapsed = timed_spawn(runner, one_action(action_id))
@@ -671,6 +684,21 @@ def test_env_and_cwd_apply_in_the_child(tmp_path: Any) -> None:
     assert result.final_store["env"] == "yes"
     assert (tmp_path / "written-by-child.txt").read_text() == "hi"
     assert "GOSTAGE_TEST_VAR" not in os.environ
+
+
+def test_definition_that_is_not_json_fails_before_any_process_starts(monkeypatch: Any) -> None:
+    from gostage._spawn._backends.base import Backend
+
+    def no_process(self: Any) -> Any:
+        raise AssertionError("a process was started")
+
+    monkeypatch.setattr(Backend, "start_worker", no_process)
+    runner = runner_with(use_params=use_params)
+    good = one_action("use_params", {"n": 1})
+    bad = SubWorkflowDef("bad", [StageDef("s", [ActionDef("use_params", params={"n": {1}})])])
+    for isolation in ("process", "worker"):
+        with runner, pytest.raises(TypeError, match=r"'bad' cannot be sent.* set "):
+            runner.spawn_many([good, bad], isolation=isolation)  # type: ignore[arg-type]
 
 
 def test_spawn_options_validate() -> None:
@@ -837,3 +865,173 @@ def test_after_spawn_runs_as_each_child_ends() -> None:
     slow = SubWorkflowDef("slow", [StageDef("s", [ActionDef("sleep_briefly")])])
     runner.spawn_many([slow, fast], max_workers=2)
     assert [name for name, _ in ended] == ["fast", "slow"]
+
+
+# -- the wire format: messages folded into the report frame -----------------------
+
+
+def _channel_frames(max_frame: int, script: Any) -> list[dict[str, Any]]:
+    """Run ``script(channel)`` against a real pipe; the frames the parent would decode."""
+    from gostage._spawn import _child
+    from gostage._spawn import _protocol as proto
+
+    read_fd, write_fd = os.pipe()
+    channel = _child.ChildChannel(write_fd, max_frame, False)
+    try:
+        script(channel)
+    finally:
+        channel.close()
+        os.close(write_fd)
+    data = b""
+    while chunk := os.read(read_fd, 1 << 16):
+        data += chunk
+    os.close(read_fd)
+    return list(proto.FrameDecoder(max_frame).feed(data))
+
+
+def test_report_frame_carries_the_queued_messages_in_order() -> None:
+    def script(channel: Any) -> None:
+        channel.send("workflow_start", {"workflow_id": "w"})
+        channel.send("store_put", {"key": "k", "value": [1, 2]})
+        channel.send_plain("workflow_result", {"workflow_id": "w", "success": True})
+        channel.report({"k": "r", "store": {"x": 1}})
+
+    (frame,) = _channel_frames(1 << 20, script)  # one frame for the whole task
+    assert frame["k"] == "r" and frame["store"] == {"x": 1}
+    assert frame["m"] == [
+        ["workflow_start", {"json": {"workflow_id": "w"}}],
+        ["store_put", {"json": {"key": "k", "value": [1, 2]}}],
+        ["workflow_result", {"json": {"workflow_id": "w", "success": True}}],
+    ]
+
+
+def test_messages_that_do_not_fit_the_report_frame_travel_before_it() -> None:
+    def script(channel: Any) -> None:
+        for i in range(3):
+            channel.send("note", "x" * 600 + str(i))
+        channel.report({"k": "r", "store": {}})
+
+    frames = _channel_frames(1024, script)
+    assert [f["k"] for f in frames][-1] == "r" and "m" not in frames[-1]
+    sent = [m[1]["json"][-1] for f in frames[:-1] for m in f["m"]]
+    assert sent == ["0", "1", "2"]
+
+
+def test_a_report_over_the_frame_limit_still_delivers_the_messages_first() -> None:
+    from gostage._spawn import _protocol as proto
+
+    raised: list[BaseException] = []
+
+    def script(channel: Any) -> None:
+        channel.send("note", "before")
+        try:
+            channel.report({"k": "r", "store": {"big": "y" * 4096}})
+        except proto.FrameTooLargeError as exc:
+            raised.append(exc)
+
+    frames = _channel_frames(1024, script)
+    assert raised and "exceeds the 1024-byte limit" in str(raised[0])
+    assert frames == [{"k": "m", "m": [["note", {"json": "before"}]]}]
+
+
+def test_frame_decoder_reads_any_json_layout_and_rejects_the_rest() -> None:
+    from gostage._spawn import _protocol as proto
+
+    def frame(body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + body
+
+    decoder = proto.FrameDecoder(1 << 20)
+    data = frame(b' {"k": "m", "m": []} \n') + frame(b'{"k":"r","store":{}}')
+    # Any chunking gives the same frames.
+    got = [f for i in range(len(data)) for f in decoder.feed(data[i : i + 1])]
+    assert got == [{"k": "m", "m": []}, {"k": "r", "store": {}}]
+    for bad, needle in [
+        (b'{"k":"r"} trailing', "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'["k","r"]', "no valid kind"),
+    ]:
+        with pytest.raises(proto.FrameError, match=needle):
+            list(proto.FrameDecoder(1 << 20).feed(frame(bad)))
+
+
+def test_task_reader_returns_whole_tasks_from_any_chunking() -> None:
+    from gostage._spawn import _protocol as proto
+
+    tasks = [{"id": "a"}, {"id": "b", "big": "z" * 200_000}, {"id": "c", "nan": float("nan")}]
+    data = b"".join(proto.encode_task(t) for t in tasks)
+    read_fd, write_fd = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(write_fd, data), os.close(write_fd)))
+    writer.start()
+    reader = proto.TaskReader(read_fd)
+    import json
+
+    got = []
+    while (body := reader.next()) is not None:
+        got.append(json.loads(body))
+    writer.join()
+    os.close(read_fd)
+    assert [t["id"] for t in got] == ["a", "b", "c"] and len(got[1]["big"]) == 200_000
+    assert got[2]["nan"] != got[2]["nan"]  # params keep json.dumps's leniency
+
+
+@action
+def ttl_and_metadata(ctx: ActionContext) -> None:
+    from gostage.store import Metadata
+
+    ctx.store.put_with_ttl("token", "abc", 600)
+    ctx.store.put_with_metadata("report", {"rows": 3}, Metadata(tags=["out"]))
+    ctx.store.put("pair", (1, 2))
+    ctx.store.put("plain", [1, {"a": None}])
+
+
+def test_final_store_keeps_ttl_metadata_and_tagged_values() -> None:
+    result = runner_with(ttl_and_metadata=ttl_and_metadata).spawn(one_action("ttl_and_metadata"))
+    store = result.store
+    assert store is not None
+    assert result.final_store == {
+        "token": "abc",
+        "report": {"rows": 3},
+        "pair": (1, 2),
+        "plain": [1, {"a": None}],
+    }
+    ttl = store.get_ttl("token")
+    assert ttl is not None and 500 < ttl <= 600
+    assert store.has_tag("report", "out") and store.get_ttl("plain") is None
+
+
+def test_folded_messages_reach_handlers_in_order_before_each_outcome() -> None:
+    # Short tasks send their messages inside the report frame: they must still be
+    # handled in order, and before the task's outcome is known. (The next task's
+    # messages may come before that outcome's after_spawn: answers read together
+    # are settled together.)
+    events: list[tuple[str, Any]] = []
+    runner = runner_with(chatty=chatty)
+    runner.use_spawn_middleware(
+        SpawnMiddlewareFunc(
+            on_child_message=lambda t, p: events.append((t, p)),
+            after_spawn=lambda c, d, e: events.append(("ended", d.id)),
+        )
+    )
+    defs = [SubWorkflowDef(f"c{i}", [StageDef("s", [ActionDef("chatty")])]) for i in range(8)]
+    one_child = (
+        ["workflow_start"]
+        + ["log", "store_put", "progress"] * 5
+        + ["store_delete", "workflow_result"]
+    )
+    for isolation in ("process", "worker"):
+        events.clear()
+        with runner:
+            runner.spawn_many(defs, max_workers=1, isolation=isolation)  # type: ignore[arg-type]
+        assert [kind for kind, _ in events if kind != "ended"] == one_child * 8
+        progress = [p["i"] for kind, p in events if kind == "progress"]
+        assert progress == list(range(5)) * 8
+        ends = [p for kind, p in events if kind == "ended"]
+        assert ends == [d.id for d in defs]
+        for defn in defs:
+            result_at = next(
+                i
+                for i, (kind, p) in enumerate(events)
+                if kind == "workflow_result" and p["workflow_id"] == defn.id
+            )
+            assert events.index(("ended", defn.id)) > result_at

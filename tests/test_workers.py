@@ -69,9 +69,16 @@ def raise_if_asked(ctx: ActionContext) -> None:
     ctx.store.put("pid", os.getpid())
 
 
+@action
+def chatter(ctx: ActionContext) -> None:
+    for i in range(ctx.params.get("n", 0)):
+        ctx.send("tick", {"i": i, "pad": "x" * 100})
+    ctx.store.put("pid", os.getpid())
+
+
 def make_runner() -> Runner:
     registry = ActionRegistry()
-    for fn in (count_tasks, die_if_asked, hang_if_asked, raise_if_asked):
+    for fn in (count_tasks, die_if_asked, hang_if_asked, raise_if_asked, chatter):
         registry.register(fn.name, fn)
     return Runner(logger=NullLogger(), registry=registry)
 
@@ -178,6 +185,86 @@ def test_timeout_kills_the_worker_and_the_next_task_gets_a_new_one() -> None:
     assert isinstance(outcomes[1], ChildTimeoutError)
     assert isinstance(outcomes[0], SpawnResult) and isinstance(outcomes[2], SpawnResult)
     assert outcomes[0].pid != outcomes[2].pid
+
+
+def test_a_big_task_queued_behind_a_chatty_one_does_not_stall_the_parent() -> None:
+    # The first task fills the channel while the second, 2 MB, waits in the task
+    # pipe: the parent must keep reading messages instead of blocking on the write.
+    ticks: list[int] = []
+    chatty = SubWorkflowDef("a", [StageDef("s", [ActionDef("chatter", params={"n": 20_000})])])
+    big = SubWorkflowDef(
+        "b", [StageDef("s", [ActionDef("chatter")])], initial_store={"blob": "y" * 2_000_000}
+    )
+    with make_runner() as runner:
+        runner.broker.register_handler("tick", lambda t, p: ticks.append(p["i"]))
+        outcomes = runner.spawn_many([chatty, big], max_workers=1, isolation="worker")
+    assert ticks == list(range(20_000))
+    assert outcomes[1].final_store["blob"] == "y" * 2_000_000  # type: ignore[union-attr]
+
+
+def test_many_short_tasks_with_a_failing_handler_fail_only_their_own_task() -> None:
+    def on_tick(msg_type: str, payload: Any) -> None:
+        if payload["i"] == 1:
+            raise RuntimeError("handler refuses")
+
+    tasks = [
+        SubWorkflowDef(f"w{i}", [StageDef("s", [ActionDef("chatter", params={"n": 2 * (i == 7)})])])
+        for i in range(40)
+    ]
+    with make_runner() as runner:
+        runner.broker.register_handler("tick", on_tick)
+        outcomes = runner.spawn_many(
+            tasks, max_workers=2, isolation="worker", return_exceptions=True
+        )
+    failed = [i for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
+    assert failed == [7]
+    assert "handler refuses" in str(outcomes[7]) and "'tick'" in str(outcomes[7])
+
+
+class _FakeWorker:
+    def __init__(self, pace: float | None, queued: int = 0) -> None:
+        self.pace = pace
+        self.queue = [None] * queued
+        self.retired = False
+
+    def assign(self, job: Any, *, last: bool) -> None:
+        self.queue.append(job)
+
+
+class _FakeBackend:
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+
+    def is_last_task(self, worker: Any) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("depth", "pace", "queued", "share", "added"),
+    [
+        (1, None, 0, 10, 1),  # a fresh process per task: one each
+        (1, 1e-5, 1, 10, 0),
+        (32, None, 0, 100, 2),  # pace unknown: one running, one waiting
+        (32, None, 1, 100, 1),
+        (32, None, 2, 100, 0),
+        (32, 1e-5, 0, 100, 32),  # tiny tasks: queue deep...
+        (32, 1e-5, 17, 100, 0),  # ...and top up in batches of half the depth
+        (32, 1e-5, 16, 100, 16),
+        (32, 1e-5, 0, 5, 5),  # the end of a run: no more than a fair share
+        (32, 0.001, 0, 100, 6),  # 1 ms tasks: about PREFETCH seconds of them
+        (32, 0.2, 0, 100, 2),  # long tasks: never more than one waiting
+        (32, 0.2, 1, 100, 1),
+    ],
+)
+def test_queue_depth_follows_the_pace_of_the_worker(
+    depth: int, pace: float | None, queued: int, share: int, added: int
+) -> None:
+    from gostage._spawn._supervisor import _top_up
+
+    worker = _FakeWorker(pace, queued)
+    pending = list(range(1000))
+    _top_up(worker, pending, _FakeBackend(depth), share)  # type: ignore[arg-type]
+    assert len(worker.queue) - queued == added == 1000 - len(pending)
 
 
 WORKER_SCRIPT = """

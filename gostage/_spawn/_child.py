@@ -61,8 +61,14 @@ class ChildChannel:
     """The child's end of the channel: batches messages, writes frames in order.
 
     ``send`` encodes at once (so an unsendable value fails in the action that sent
-    it) and queues; a flusher thread writes batches, waiting a moment so that a
-    burst travels in one frame. ``finish`` writes what is queued, then the last frame.
+    it) and queues. A task's final report carries what is still queued in its own
+    frame, so a short task costs one write. For longer tasks a flusher thread
+    writes batches, waiting ``_LINGER`` so that a burst travels in one frame.
+
+    The flusher is only woken when it is idle: while messages keep coming it
+    checks the queue every ``_LINGER`` by itself, and goes idle once a whole
+    linger passed without a message. A stream of short tasks therefore does not
+    pay a thread wake-up (and two GIL hand-offs) per task.
     """
 
     def __init__(self, fd: int, max_frame: int, allow_pickle: bool) -> None:
@@ -74,6 +80,8 @@ class ChildChannel:
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()
         self._closed = False
+        self._idle = False  # the flusher waits for a notify (guarded by _cond)
+        self._recent = False  # a message was queued since the flusher last looked
         self._thread = threading.Thread(
             target=self._flush_loop, name="gostage-channel", daemon=True
         )
@@ -90,7 +98,16 @@ class ChildChannel:
         for mw in self._outbound:
             msg_type, payload = mw.process_outbound(msg_type, payload)
         key = message_key(msg_type)
-        part = proto.dumps([key, self.encode(payload, f"payload of message {key!r}")])
+        self._queue(key, proto.dumps([key, self.encode(payload, f"payload of message {key!r}")]))
+
+    def send_plain(self, key: str, payload: dict[str, Any]) -> None:
+        """``send`` for gostage's own messages, whose payloads are plain JSON already."""
+        if self._outbound:
+            self.send(key, payload)
+        else:
+            self._queue(key, proto.dumps([key, {"json": payload}]))
+
+    def _queue(self, key: str, part: str) -> None:
         if len(part) + 16 > self._max_frame:
             raise proto.FrameTooLargeError(
                 f"message {key!r} is {len(part)} bytes, over the {self._max_frame}-byte frame "
@@ -98,48 +115,87 @@ class ChildChannel:
             )
         with self._cond:
             self._pending.append(part)
-            if len(self._pending) == 1:
+            self._recent = True
+            if self._idle:
+                self._idle = False
                 self._cond.notify()
             full = len(self._pending) >= _MAX_BATCH
         if full:
             self._flush()
 
+    def _take(self) -> list[str]:
+        with self._cond:
+            batch, self._pending = self._pending, []
+        return batch
+
     def _flush(self) -> None:
         # Taking the batch under the write lock keeps frames in send order.
         with self._write_lock:
-            with self._cond:
-                batch, self._pending = self._pending, []
-            start, size = 0, 0
-            for i, part in enumerate(batch):
-                if size + len(part) + 16 > self._max_frame and i > start:
-                    self._write_batch(batch[start:i])
-                    start, size = i, 0
-                size += len(part) + 1
-            if start < len(batch):
-                self._write_batch(batch[start:])
+            self._write_batches(self._take())
+
+    def _write_batches(self, batch: list[str]) -> None:
+        start, size = 0, 0
+        for i, part in enumerate(batch):
+            if size + len(part) + 16 > self._max_frame and i > start:
+                self._write_batch(batch[start:i])
+                start, size = i, 0
+            size += len(part) + 1
+        if start < len(batch):
+            self._write_batch(batch[start:])
 
     def _write_batch(self, parts: list[str]) -> None:
         body = ('{"k":"m","m":[' + ",".join(parts) + "]}").encode()
         proto.write_frame(self._fd, proto.HEADER.pack(len(body)) + body)
 
     def _flush_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-            time.sleep(_LINGER)
-            try:
-                self._flush()
-            except OSError:
-                return  # parent gone; the watchdog ends the process
+        while self._wait_for_messages():
+            # Busy: flush every linger until a whole linger passes without a message.
+            while True:
+                time.sleep(_LINGER)
+                try:
+                    self._flush()
+                except OSError:
+                    return  # parent gone; the watchdog ends the process
+                if not self._still_busy():
+                    break
+
+    def _wait_for_messages(self) -> bool:
+        """Sleep until a message is queued (True) or the channel is closed (False)."""
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._idle = True
+                self._cond.wait()
+            self._idle = False
+            self._recent = False
+            return not self._closed
+
+    def _still_busy(self) -> bool:
+        """After a flush: whether messages came during the last linger (and not closed)."""
+        with self._cond:
+            if self._closed or not (self._recent or self._pending):
+                return False
+            self._recent = False
+            return True
 
     def report(self, frame: dict[str, Any]) -> None:
-        """Write everything queued, then ``frame`` (a task's final report)."""
-        self._flush()
+        """Write everything queued, then ``frame`` (a task's final report).
+
+        Queued messages travel inside the report's frame (its ``"m"``) when they
+        fit in one frame; otherwise as message frames before it.
+        """
+        body = proto.dumps(frame)
         with self._write_lock:
-            proto.write_frame(self._fd, proto.encode_frame(frame, self._max_frame))
+            batch = self._take()
+            if batch:
+                messages = ",".join(batch)
+                if len(body) + len(messages) + 7 <= self._max_frame:
+                    body = '{"m":[' + messages + "]," + body[1:]
+                else:
+                    self._write_batches(batch)
+            if len(body) > self._max_frame:
+                raise proto.too_large(len(body), self._max_frame)
+            data = body.encode()
+            proto.write_frame(self._fd, proto.HEADER.pack(len(data)) + data)
 
     def close(self) -> None:
         """Stop the flusher thread (after the last report)."""
@@ -291,10 +347,10 @@ def worker_main(
     except BaseException as exc:
         runner = exc  # reported as the outcome of the first task
     code_ = EXIT_OK
+    reader = proto.TaskReader(tasks.fileno())
     while True:
-        try:
-            task = tasks.recv_bytes()
-        except (EOFError, OSError):
+        task = reader.next()
+        if task is None:
             break
         code_ = _serve(task, out, runner)
         if code_ != EXIT_OK or isinstance(runner, BaseException):
@@ -358,9 +414,10 @@ class ChildRunner(Runner):
         cpu_before = _cpu_time()
         workflow = build_workflow(SubWorkflowDef.from_dict(defn_data), self.registry)
         workflow.store._set_observer(self._forward)
-        self._send("workflow_start", {"workflow_id": workflow.id, "pid": self._pid})
+        send = self.channel.send_plain
+        send("workflow_start", {"workflow_id": workflow.id, "pid": self._pid})
         self.execute(workflow)
-        self._send("workflow_result", {"workflow_id": workflow.id, "success": True})
+        send("workflow_result", {"workflow_id": workflow.id, "success": True})
         document = workflow.store.export_state(allow_pickle=self.limits.allow_pickle)
         return {"k": "r", "store": document, "rss": _peak_rss(), "cpu": _cpu_time() - cpu_before}
 

@@ -27,6 +27,7 @@ from gostage._defs import SubWorkflowDef
 from gostage._exceptions import UnknownActionError
 from gostage._spawn._child import ChildLimits
 from gostage._spawn._options import SpawnOptions, SpawnResult
+from gostage._spawn._protocol import encode_task
 
 if TYPE_CHECKING:
     from gostage._registry import ActionRegistry
@@ -111,6 +112,17 @@ def _limits(options: SpawnOptions, trust_child: bool, *, pdeathsig: bool) -> Chi
     )
 
 
+def _encode(defn: SubWorkflowDef) -> bytes:
+    """The task frame for ``defn``; its error names the workflow, before any process starts."""
+    try:
+        return encode_task(defn.to_dict())
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(
+            f"child workflow {defn.id!r} cannot be sent to a child process: its definition "
+            f"(params, initial_store) must be JSON-serializable ({exc})"
+        ) from exc
+
+
 def _message_pipeline(runner: Runner, store: Store | None) -> Callable[[str, Any], None]:
     inbound = list(runner._ipc_middleware)
     spawn_mw = list(runner._spawn_middleware)
@@ -185,7 +197,7 @@ def run_children(
         Job(
             index=i,
             workflow_id=defn.id,
-            defn=defn.to_dict(),
+            task=_encode(defn),
             timeout=effective_timeout,
             on_message=on_message,
         )

@@ -1,10 +1,11 @@
 """The supervising loop: one thread runs every child of a spawn call.
 
 One thread owns every transition of every child it has checked out of a backend:
-it assigns tasks, waits on all channels and exit sentinels at once
-(``multiprocessing.connection.wait``), runs the handlers, enforces deadlines and
-kills. No lock is needed and nothing can change a child's state behind its back.
-The data flow across the boundary is drawn in ``_worker``.
+it assigns tasks, waits on all channels, exit sentinels and (while tasks wait to be
+written) task pipes at once, runs the handlers, enforces deadlines and kills. No
+lock is needed and nothing can change a child's state behind its back. The
+descriptors are registered once per checkout with a ``poll`` object, not on every
+wait. The data flow across the boundary is drawn in ``_worker``.
 
 When a task ends, its outcome names what died and why: the failure the parent
 decided (timeout, protocol violation, handler error), else the failure the child
@@ -13,6 +14,8 @@ reported, else the exit status of a child that died without reporting.
 
 from __future__ import annotations
 
+import math
+import select
 import signal
 import time
 from collections.abc import Callable
@@ -35,6 +38,7 @@ from gostage._spawn._backends.base import Backend
 from gostage._spawn._child import EXIT_UNREPORTED_MEMORY
 from gostage._spawn._options import SpawnResult
 from gostage._spawn._worker import SAMPLE_EVERY, Finished, Job, Worker
+from gostage.store import Store
 
 Outcome = SpawnResult | BaseException
 
@@ -61,12 +65,11 @@ def supervise(
 
     ``on_outcome(index, outcome)`` is called as soon as each job's outcome is known.
     """
-    from multiprocessing.connection import wait
-
     outcomes: list[Outcome | None] = [None] * len(jobs)
     pending = list(reversed(jobs))  # a stack: pop() gives the next job in order
     workers: list[Worker] = []  # checked out, alive (or exiting after their last answer)
     stop: BaseException | None = None
+    watch = _Watch()
 
     def settle(worker: Worker, finished: Finished) -> None:
         nonlocal stop
@@ -80,22 +83,22 @@ def supervise(
     try:
         while pending or workers:
             if stop is None:
-                _fill(workers, pending, backend, max_workers)
+                _fill(workers, pending, backend, max_workers, watch)
             if not workers:
                 break
-            waitables: dict[Any, Worker] = {}
             for worker in workers:
-                if not worker.eof:  # a reader at EOF is always ready: do not spin on it
-                    waitables[worker.reader] = worker
-                waitables[worker.process.sentinel] = worker
-            ready = wait(list(waitables), timeout=_next_wakeup(workers, time.monotonic(), deadline))
+                if worker.wants_write:
+                    worker.push()
+                watch.sync_write(worker)
             exited: set[Worker] = set()
-            for obj in ready:
-                worker = waitables[obj]
-                if obj is worker.reader:
+            for worker, role in watch.wait(_next_wakeup(workers, time.monotonic(), deadline)):
+                if role == _READ:
                     worker.read(allow_pickle)
-                else:
+                    if worker.eof:  # a reader at EOF is always ready: do not spin on it
+                        watch.reader_done(worker)
+                elif role == _EXIT:
                     exited.add(worker)
+                # _WRITE: the task pipe has room; the push above writes next time round
             now = time.monotonic()
             if stop is None:
                 stop = _run_level_stop(cancel, deadline, now)
@@ -114,6 +117,7 @@ def supervise(
                     exited.add(worker)  # condemn() killed it: collect now
                 if worker in exited:
                     worker.drain(allow_pickle)
+                    watch.remove(worker)
                     worker.close()
                     workers.remove(worker)
                     finished, unstarted = worker.abandon()
@@ -125,10 +129,12 @@ def supervise(
                 elif not worker.retired:
                     # Answers of a worker that stays are final now; a retired
                     # one's wait for its exit status.
-                    for done in worker.finished:
-                        settle(worker, done)
-                    worker.finished.clear()
+                    if worker.finished:
+                        for done in worker.finished:
+                            settle(worker, done)
+                        worker.finished.clear()
                     if worker.job is None and (stop is not None or not pending):
+                        watch.remove(worker)
                         workers.remove(worker)
                         backend.checkin(worker)
         for job in pending:  # only left when the run stopped
@@ -139,6 +145,7 @@ def supervise(
     finally:
         # Any way out (KeyboardInterrupt included) takes the working children with it;
         # idle ones go back to the backend.
+        watch.close()
         for worker in workers:
             if worker.job is not None or worker.retired:
                 worker.kill()
@@ -150,16 +157,114 @@ def supervise(
     return results
 
 
-def _fill(workers: list[Worker], pending: list[Job], backend: Backend, max_workers: int) -> None:
-    """Give pending jobs to children: queue up to ``backend.depth`` on each, start new ones."""
+def _fill(
+    workers: list[Worker], pending: list[Job], backend: Backend, max_workers: int, watch: _Watch
+) -> None:
+    """Give pending jobs to children: top up the queue of each, start new ones."""
+    if not pending:
+        return
+    # At the end of a run, no worker takes more than its share of what is left.
+    share = -(-len(pending) // max_workers)
     for worker in workers:
-        while pending and not worker.retired and len(worker.queue) < backend.depth:
-            worker.assign(pending.pop(), last=backend.is_last_task(worker))
+        if not worker.retired:
+            _top_up(worker, pending, backend, share)
     while pending and len(workers) < max_workers:
         worker = backend.checkout()
+        worker.pace = None  # a reused worker's pace was that of another call's tasks
         workers.append(worker)
-        while pending and not worker.retired and len(worker.queue) < backend.depth:
-            worker.assign(pending.pop(), last=backend.is_last_task(worker))
+        watch.add(worker)
+        _top_up(worker, pending, backend, share)
+
+
+PREFETCH = 0.005
+"""Seconds of work (at a worker's recent pace) to keep queued behind its running task."""
+
+
+def _top_up(worker: Worker, pending: list[Job], backend: Backend, share: int) -> None:
+    """Queue tasks on ``worker``: up to its depth, in batches of half of it.
+
+    The depth is ``backend.depth`` at most, 2 (one running, one waiting) until the
+    worker's pace is known, and otherwise as many as cover ``PREFETCH`` seconds, so
+    tasks of tens of microseconds travel dozens per write while long ones are
+    queued only one ahead and cannot pile up behind a slow one.
+    """
+    limit = backend.depth
+    if limit > 2:
+        pace = worker.pace
+        if pace is None:
+            limit = 2
+        elif pace * (limit - 1) > PREFETCH:
+            limit = max(2, 1 + int(PREFETCH / pace))
+    queued = len(worker.queue)
+    if queued > limit // 2:
+        return
+    for _ in range(min(limit - queued, share)):
+        if not pending or worker.retired:
+            return
+        worker.assign(pending.pop(), last=backend.is_last_task(worker))
+
+
+_READ, _EXIT, _WRITE = 0, 1, 2
+_IN = select.POLLIN | select.POLLPRI
+_OUT = select.POLLOUT
+
+
+class _Watch:
+    """The descriptors of the checked-out workers, each registered once with ``poll``.
+
+    Per worker: its channel reader (until EOF), its exit sentinel, and its task pipe
+    while task bytes wait for room. A worker's descriptors are unregistered before
+    they are closed, so a reused descriptor number never reaches the wrong worker.
+    """
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._roles: dict[int, tuple[Worker, int]] = {}
+        self._fds: dict[Worker, list[int]] = {}
+
+    def _register(self, worker: Worker, fd: int, role: int, events: int) -> None:
+        self._poll.register(fd, events)
+        self._roles[fd] = (worker, role)
+        self._fds.setdefault(worker, []).append(fd)
+
+    def _unregister(self, worker: Worker, fd: int) -> None:
+        self._poll.unregister(fd)
+        del self._roles[fd]
+        self._fds[worker].remove(fd)
+
+    def add(self, worker: Worker) -> None:
+        if not worker.eof:
+            self._register(worker, worker.reader.fileno(), _READ, _IN)
+        self._register(worker, worker.process.sentinel, _EXIT, _IN)
+
+    def reader_done(self, worker: Worker) -> None:
+        fd = worker.reader.fileno()
+        if fd in self._roles:
+            self._unregister(worker, fd)
+
+    def sync_write(self, worker: Worker) -> None:
+        """Watch the task pipe for room exactly while task bytes wait for it."""
+        fd = worker.task_fd
+        watched = fd in self._roles and self._roles[fd][1] == _WRITE
+        if worker.wants_write and not watched:
+            self._register(worker, fd, _WRITE, _OUT)
+        elif watched and not worker.wants_write:
+            self._unregister(worker, fd)
+
+    def remove(self, worker: Worker) -> None:
+        for fd in self._fds.pop(worker, []):
+            self._poll.unregister(fd)
+            del self._roles[fd]
+
+    def close(self) -> None:
+        for worker in list(self._fds):
+            self.remove(worker)
+
+    def wait(self, timeout: float) -> list[tuple[Worker, int]]:
+        """The (worker, role) pairs ready within ``timeout`` seconds."""
+        ready = self._poll.poll(math.ceil(timeout * 1000))
+        roles = self._roles
+        return [roles[fd] for fd, _ in ready]
 
 
 def _timed_out(worker: Worker) -> ChildTimeoutError:
@@ -173,7 +278,6 @@ def _timed_out(worker: Worker) -> ChildTimeoutError:
 def _outcome(worker: Worker, finished: Finished, allow_pickle: bool) -> tuple[int, Outcome]:
     """Turn a finished task into a result or an exception."""
     job, final, error = finished.job, finished.final, finished.failure
-    who = f"child {worker.pid} of workflow {job.workflow_id!r}"
     exit_code = worker.exit_code
     store_obj = None
     cpu_time = None
@@ -184,17 +288,16 @@ def _outcome(worker: Worker, finished: Finished, allow_pickle: bool) -> tuple[in
         if isinstance(final.get("cpu"), (int, float)):
             cpu_time = float(final["cpu"])
         try:
-            from gostage.store import Store
-
-            store_obj = Store.import_state(final.get("store"), allow_pickle=allow_pickle)
+            # The document is fresh from json.loads and ours alone: no copy needed.
+            store_obj = Store._import_owned(final.get("store"), allow_pickle)
         except Exception as exc:
             error = ChildProtocolError(
-                f"{who} sent an unreadable final store: {exc}",
+                f"{_who(worker, job)} sent an unreadable final store: {exc}",
                 pid=worker.pid,
                 exit_code=exit_code,
             )
     elif error is None:
-        error = _failure_from(final, exit_code, who, worker, allow_pickle)
+        error = _failure_from(final, exit_code, _who(worker, job), worker, allow_pickle)
     result = SpawnResult(
         success=error is None,
         error=error,
@@ -214,6 +317,10 @@ def _outcome(worker: Worker, finished: Finished, allow_pickle: bool) -> tuple[in
             error.exit_code = exit_code
         error.result = result  # type: ignore[attr-defined]
     return job.index, error
+
+
+def _who(worker: Worker, job: Job) -> str:
+    return f"child {worker.pid} of workflow {job.workflow_id!r}"
 
 
 def _failure_from(

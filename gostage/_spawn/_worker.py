@@ -7,21 +7,26 @@ Data flow across the process boundary (one child)::
     Process(target=worker_main, args=(limits, code, task reader,
             channel writer, alive reader)).start()  --spawn-->      worker_main
     alive writer (held, never written) ................ EOF ....>   watchdog: os._exit
-    task writer   ---- one JSON workflow definition per task --->   _serve -> _run
+    task writer   ---- one JSON frame per task (non-blocking) -->   TaskReader -> _serve
     channel reader <--- length-prefixed JSON frames -------------   ChildChannel
         FrameDecoder -> "m": decode boxes -> job.on_message(type, value)
                         "r": final store document | "e": reported failure
+                        (an "r"/"e" frame may carry the task's last messages first)
     process.sentinel <--- ready when the child exits
     psutil.Process(pid): RSS and CPU samples; terminate/kill of the whole tree
 
 A fresh process per child workflow is a worker given one task whose task pipe is
 closed at once: it answers, sees EOF and exits. A reused worker keeps its task
 pipe open and waits for the next task.
+
+The parent never blocks on the task pipe: tasks are buffered and written as the
+pipe takes them (the supervisor polls for writability while some are left), so a
+big definition queued behind a running task cannot stall the supervising thread
+while that task fills the channel.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -37,9 +42,11 @@ import psutil
 from gostage._exceptions import ChildProtocolError, SpawnError, StoreSerializationError
 from gostage._spawn import _protocol as proto
 from gostage._spawn._child import ChildLimits, worker_main
+from gostage.store._serialization import decode_value
 
 _READ_CHUNK = 1 << 20
 SAMPLE_EVERY = 0.05  # seconds between psutil samples of a busy child
+_PACE_WEIGHT = 0.3  # of the latest task in the moving average of task durations
 
 
 @dataclass
@@ -59,7 +66,7 @@ class Job:
 
     index: int
     workflow_id: str
-    defn: dict[str, Any]
+    task: bytes  # the definition as a task frame (_protocol.encode_task)
     timeout: float | None
     on_message: Callable[[str, Any], None]
 
@@ -99,6 +106,10 @@ class Worker:
             alive_reader.close()
         self.reader: Connection = reader
         self._task_writer: Connection | None = task_writer
+        self.task_fd = task_writer.fileno()
+        os.set_blocking(self.task_fd, False)
+        self._out = bytearray()  # task frames not yet taken by the pipe
+        self._retiring = False  # no more tasks: close the pipe once _out is written
         self._alive_writer: Connection | None = alive_writer
         self.pid: int = self.process.pid or 0
         self.decoder = proto.FrameDecoder(limits.max_frame)
@@ -116,6 +127,9 @@ class Worker:
         self.queue: deque[Job] = deque()
         self.finished: list[Finished] = []
         self.finished_any = False
+        # Seconds per task lately (a moving average; the first task, which includes
+        # the process start, does not count): how deep to queue tasks for it.
+        self.pace: float | None = None
         self.failure: BaseException | None = None  # decided by the parent; ends the child
         self._start_head()
 
@@ -135,19 +149,44 @@ class Worker:
     # -- tasks --------------------------------------------------------------------
 
     def assign(self, job: Job, *, last: bool) -> None:
-        """Send ``job``; with ``last`` the task pipe is closed so the child exits after it."""
-        assert self._task_writer is not None
+        """Queue ``job`` for the child; with ``last`` the task pipe is closed after it,
+        so the child exits once it has answered. Call :meth:`push` to send."""
+        assert not self._retiring
+        self._out += job.task
         self.queue.append(job)
         self.tasks_assigned += 1
-        self._task_writer.send_bytes(json.dumps(job.defn).encode())
         if len(self.queue) == 1:
             self._start_head()
         if last:
             self.retire()
 
+    @property
+    def wants_write(self) -> bool:
+        """Whether task bytes wait for room in the task pipe."""
+        return bool(self._out)
+
+    def push(self) -> None:
+        """Write what the task pipe takes now, without blocking."""
+        out = self._out
+        while out:
+            try:
+                written = os.write(self.task_fd, out)
+            except BlockingIOError:
+                return
+            except OSError:  # the child is gone: its exit tells the rest
+                out.clear()
+                break
+            del out[:written]
+        if self._retiring:
+            self._close_tasks()
+
     def _finish_head(self, final: dict[str, Any]) -> None:
         job = self.queue.popleft()
-        self.finished.append(Finished(job, final, None, time.monotonic() - self.task_started))
+        duration = time.monotonic() - self.task_started
+        self.finished.append(Finished(job, final, None, duration))
+        if self.finished_any:
+            pace = self.pace
+            self.pace = duration if pace is None else pace + _PACE_WEIGHT * (duration - pace)
         self.finished_any = True
         self._start_head()
 
@@ -161,14 +200,21 @@ class Worker:
         return Finished(head, None, self.failure, time.monotonic() - self.task_started), rest
 
     def retire(self) -> None:
-        """Close the task pipe: the child exits once it has answered what it was sent."""
+        """No more tasks: the task pipe is closed once what was assigned is written,
+        and the child exits once it has answered it."""
+        self._retiring = True
+        if not self._out:
+            self._close_tasks()
+
+    def _close_tasks(self) -> None:
+        self._out.clear()
         if self._task_writer is not None:
             self._task_writer.close()
             self._task_writer = None
 
     @property
     def retired(self) -> bool:
-        return self._task_writer is None
+        return self._retiring
 
     # -- reading ------------------------------------------------------------------
 
@@ -194,18 +240,29 @@ class Worker:
 
     def _handle(self, frame: dict[str, Any], allow_pickle: bool) -> bool:
         """Handle one frame; False once a handler's failure condemned the child."""
-        if self.job is None:
+        job = self.job
+        if job is None:
             raise proto.FrameError("frame outside a task")
-        if frame["k"] != "m":
-            self._finish_head(frame)
-            return True
-        messages = frame.get("m")
-        if not isinstance(messages, list):
-            raise proto.FrameError("message frame without a message list")
-        from gostage.store._serialization import decode_value
+        if frame["k"] == "m":
+            messages = frame.get("m")
+            if not isinstance(messages, list):
+                raise proto.FrameError("message frame without a message list")
+            return self._deliver(job, messages, allow_pickle)
+        # A final report, maybe carrying the task's last messages: those first.
+        messages = frame.pop("m", None)
+        if messages is not None:
+            if not isinstance(messages, list):
+                raise proto.FrameError("report frame with a malformed message list")
+            if not self._deliver(job, messages, allow_pickle):
+                return False
+        self._finish_head(frame)
+        return True
 
+    def _deliver(self, job: Job, messages: list[Any], allow_pickle: bool) -> bool:
+        """Run the handlers of ``messages`` in order; False once one failed."""
+        on_message = job.on_message
         for item in messages:
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            if not (type(item) is list and len(item) == 2 and type(item[0]) is str):
                 raise proto.FrameError(f"malformed message {str(item)[:80]!r}")
             msg_type, box = item
             if type(box) is dict and len(box) == 1 and "json" in box:
@@ -217,7 +274,7 @@ class Worker:
                 except StoreSerializationError as exc:
                     raise proto.FrameError(str(exc)) from None
             try:
-                self.job.on_message(msg_type, payload)
+                on_message(msg_type, payload)
             except Exception as exc:
                 failure = SpawnError(
                     f"handling message {msg_type!r} from {self.who} raised "
@@ -273,7 +330,8 @@ class Worker:
         waited for through ``multiprocessing`` (psutil would reap it behind
         multiprocessing's back and lose its exit code).
         """
-        self.retire()
+        self._retiring = True
+        self._close_tasks()
         if self.process.exitcode is not None:
             return
         descendants: list[psutil.Process] = []
@@ -305,7 +363,8 @@ class Worker:
 
     def close(self) -> None:
         """Reap the process and release every descriptor (idempotent)."""
-        self.retire()
+        self._retiring = True
+        self._close_tasks()
         self.process.join(timeout=5)
         if self.process.exitcode is None:  # a retired child answers and exits; never hang
             self.kill()

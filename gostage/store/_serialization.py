@@ -357,8 +357,14 @@ def _decode_metadata(obj: Any, key: str, allow_pickle: bool) -> Metadata:
     return meta
 
 
-def parse_document(data: Any, allow_pickle: bool) -> list[Entry]:
-    """Validate an export document and return its ``(key, value, expires_at, metadata)``."""
+def parse_document(data: Any, allow_pickle: bool, *, owned: bool = False) -> list[Entry]:
+    """Validate an export document and return its ``(key, value, expires_at, metadata)``.
+
+    ``owned``: the caller built *data* with :func:`json.loads` (no hooks) and hands it
+    over. ``json.loads`` only ever builds plain JSON types, so the values of ``"json"``
+    boxes need no check and, since nobody else holds them, no copy: they are used
+    as they are. Everything else is validated as usual.
+    """
     _check_fields(data, "the document", {"format", "version", "entries"}, set())
     if data["format"] != FORMAT_NAME:
         raise _malformed(f"'format' must be {FORMAT_NAME!r}, got {data['format']!r}")
@@ -377,6 +383,11 @@ def parse_document(data: Any, allow_pickle: bool) -> list[Entry]:
     for key, entry in entries.items():
         if type(key) is not str or not key:
             raise _malformed(f"entry keys must be non-empty str, got {key!r}")
+        if owned and type(entry) is dict and len(entry) == 1:
+            box = entry.get("value")
+            if type(box) is dict and len(box) == 1 and "json" in box:
+                out.append((key, box["json"], None, None))  # the common case: no TTL, no metadata
+                continue
         where = f"entry {key!r}"
         _check_fields(entry, where, {"value"}, {"expires_at", "metadata"})
         expires_at = entry.get("expires_at")

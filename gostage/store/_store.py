@@ -615,8 +615,27 @@ class Store:
         """
         from ._serialization import parse_document
 
-        entries = parse_document(data, allow_pickle)
+        return cls._from_entries(parse_document(data, allow_pickle), clock)
+
+    @classmethod
+    def _import_owned(cls, data: object, allow_pickle: bool) -> Store:
+        """:meth:`import_state` of a document fresh from ``json.loads`` that nobody else
+        holds (a spawned child's final store): its plain JSON values are taken over
+        as they are instead of being checked and copied. Private to gostage."""
+        from ._serialization import parse_document
+
+        return cls._from_entries(parse_document(data, allow_pickle, owned=True), None)
+
+    @classmethod
+    def _from_entries(
+        cls,
+        entries: list[tuple[str, Any, float | None, Metadata | None]],
+        clock: Callable[[], float] | None,
+    ) -> Store:
         store = cls(clock=clock)
+        if all(expires_at is None and meta is None for _, _, expires_at, meta in entries):
+            store._data = {key: value for key, value, _, _ in entries}  # a plain store
+            return store
         with store._lock:
             wall, now = time.time(), store._clock()
             for key, value, expires_at, meta in entries:

@@ -20,8 +20,10 @@ class Backend(abc.ABC):
     """Hands out :class:`Worker` processes and takes them back."""
 
     depth = 1
-    """How many tasks a worker may hold at once: the one it runs and those queued
-    behind it in its task pipe, so it never waits for the parent between tasks."""
+    """The most tasks a worker may hold at once: the one it runs and those queued
+    behind it in its task pipe, so it never waits for the parent between tasks.
+    Above 2, the supervisor queues only as many as cover a few milliseconds of the
+    worker's recent pace, so long tasks are never stuck behind one another."""
 
     def __init__(self, mp: SpawnContext, limits: ChildLimits, code: bytes, kill_grace: float):
         self.mp = mp

@@ -23,7 +23,9 @@ from gostage._spawn._worker import Worker
 class WorkerPool(Backend):
     """Idle workers shared by successive ``spawn_many`` calls of one runner."""
 
-    depth = 2  # the next task waits in the pipe while the current one runs
+    # Up to this many tasks per worker: short tasks queue deep (one write and one
+    # wake-up serve many), long ones two deep (see _supervisor._top_up).
+    depth = 32
 
     def __init__(
         self,
