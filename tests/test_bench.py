@@ -35,7 +35,19 @@ def test_bench_quick_writes_rows(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())
     assert rows, "no benchmark rows"
     for row in rows:
-        assert set(row) == {"case", "size", "gostage_s", "baseline_s", "ratio", "target"}
+        assert set(row) == {
+            "case",
+            "size",
+            "gostage_s",
+            "baseline_s",
+            "ratio",
+            "target",
+            "gostage_cpu_s",
+            "gostage_children_cpu_s",
+            "baseline_cpu_s",
+            "baseline_children_cpu_s",
+        }
         assert row["gostage_s"] > 0 and row["baseline_s"] > 0
+        assert all(row[k] >= 0 for k in row if k.endswith("cpu_s"))
         assert row["ratio"] == pytest.approx(row["gostage_s"] / row["baseline_s"])
         assert row["case"] in proc.stdout

@@ -8,7 +8,9 @@ Every case times a gostage operation and a hand-written baseline doing the same
 work without gostage, at several sizes. Repetitions are interleaved (gostage,
 baseline, gostage, ...) so that drift in machine load hits both alike; the table
 shows the median of each and the ratio gostage / baseline. The headline size of
-each case carries the target ratio. Only the standard library and gostage are used.
+each case carries the target ratio. The last two columns are the median CPU time
+of each side, as "this process + the processes it started and reaped". Only the
+standard library and gostage are used.
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ def tiny(i: int) -> int:
 
 
 def crunch(i: int, n: int) -> int:
-    """CPU-bound work of about 0.2 s for n = 1,200,000 on this class of machine."""
+    """CPU-bound work: about 0.2 s for n = CRUNCH_N on the machine of BENCHMARKS.md."""
     total = 0
     for k in range(n):
         total += (k * k + i) % 7
@@ -203,7 +205,7 @@ REGISTRY.register("reply", _reply)
 REGISTRY.register("chatter", _chatter)
 REGISTRY.register("tiny", _tiny)
 REGISTRY.register("crunch", _crunch)
-CRUNCH_N = 1_200_000
+CRUNCH_N = 2_400_000
 
 
 def _bare_child(conn: Connection) -> None:
@@ -294,11 +296,17 @@ def pool_family(action_id: str, isolation: str, **params: Any) -> Callable[[int]
 
     def make(n: int) -> tuple[Timer, Timer]:
         defs = [_one(action_id, i=i, **params) for i in range(n)]
-        expected = (
-            [tiny(i) if action_id == "tiny" else crunch(i, params["n"]) for i in range(n)]
-            if n <= 64 or action_id == "tiny"
-            else None
-        )
+        # Both sides must compute the same outputs: tiny ones are known in advance;
+        # crunch ones (too slow to compute here too) are checked against each other.
+        expected = [tiny(i) for i in range(n)] if action_id == "tiny" else None
+        outputs: dict[str, list[Any]] = {}
+
+        def check(side: str, out: list[Any]) -> None:
+            if expected is not None:
+                assert out == expected
+            outputs[side] = out
+            if len(outputs) == 2:
+                assert outputs["gostage"] == outputs["baseline"]
 
         def run_gostage() -> float:
             start = time.perf_counter()
@@ -309,8 +317,7 @@ def pool_family(action_id: str, isolation: str, **params: Any) -> Callable[[int]
                     options=SpawnOptions(isolation=isolation),  # type: ignore[arg-type]
                 )
             elapsed = time.perf_counter() - start
-            if expected is not None:
-                assert [r.final_store["out"] for r in results] == expected  # type: ignore[union-attr]
+            check("gostage", [r.final_store["out"] for r in results])  # type: ignore[union-attr]
             return elapsed
 
         def run_baseline() -> float:
@@ -322,8 +329,7 @@ def pool_family(action_id: str, isolation: str, **params: Any) -> Callable[[int]
                 else:
                     out = list(pool.map(crunch, range(n), [params["n"]] * n))
             elapsed = time.perf_counter() - start
-            if expected is not None:
-                assert out == expected
+            check("baseline", out)
             return elapsed
 
         return run_gostage, run_baseline
@@ -427,14 +433,36 @@ def families() -> list[Family]:
     ]
 
 
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by this process (all its threads)
+    and by its children that have been waited for."""
+    try:
+        import resource
+    except ImportError:  # not POSIX: os.times is coarser but exists
+        t = os.times()
+        return t.user + t.system, t.children_user + t.children_system
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def _timed(timer: Timer) -> tuple[float, float, float]:
+    """Wall seconds of one repetition, and the CPU seconds of the parent and of the
+    children during the whole call (every side reaps its processes inside it)."""
+    self_before, kids_before = _cpu()
+    wall = timer()
+    self_after, kids_after = _cpu()
+    return wall, self_after - self_before, kids_after - kids_before
+
+
 def measure(case: Case, reps: int) -> dict[str, Any]:
     case.gostage()  # warm-up: imports, caches
     case.baseline()
     ours, theirs = [], []
     for _ in range(reps):
-        ours.append(case.gostage())
-        theirs.append(case.baseline())
-    g, b = statistics.median(ours), statistics.median(theirs)
+        ours.append(_timed(case.gostage))
+        theirs.append(_timed(case.baseline))
+    g, b = (statistics.median(t[0] for t in ours), statistics.median(t[0] for t in theirs))
     return {
         "case": case.name,
         "size": case.size,
@@ -442,14 +470,24 @@ def measure(case: Case, reps: int) -> dict[str, Any]:
         "baseline_s": b,
         "ratio": g / b if b > 0 else None,
         "target": case.target,
+        # Medians of the CPU seconds: this process, and the processes it started.
+        "gostage_cpu_s": statistics.median(t[1] for t in ours),
+        "gostage_children_cpu_s": statistics.median(t[2] for t in ours),
+        "baseline_cpu_s": statistics.median(t[1] for t in theirs),
+        "baseline_children_cpu_s": statistics.median(t[2] for t in theirs),
     }
+
+
+def _cpu_shown(row: dict[str, Any], side: str) -> str:
+    return f"{row[side + '_cpu_s'] * 1e3:.0f}+{row[side + '_children_cpu_s'] * 1e3:.0f}ms"
 
 
 def _reps(quick: bool, size: int, family: Family) -> int:
     if quick:
         return 1
-    # Big sizes already average over many operations; keep the whole run short.
-    return 3 if size >= max(family.sizes) else 5
+    # Big sizes already average over many operations; keep the whole run short,
+    # but give the size a target is judged at five repetitions.
+    return 3 if size >= max(family.sizes) and size != family.headline else 5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,7 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", default="", help="only cases whose name contains this")
     args = parser.parse_args(argv)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {sys.platform}")
-    print(f"{'case':46} {'size':>7} {'gostage':>11} {'baseline':>11} {'ratio':>6} {'target':>7}")
+    print(
+        f"{'case':46} {'size':>7} {'gostage':>11} {'baseline':>11} {'ratio':>6} {'target':>7}"
+        f" {'cpu: gostage':>14} {'baseline':>13}"
+    )
     rows = []
     for family in families():
         if args.case not in family.name:
@@ -473,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
             shown = f"<={target}" if target is not None else ""
             print(
                 f"{row['case']:46} {size:>7} {row['gostage_s'] * 1e3:>9.1f}ms "
-                f"{row['baseline_s'] * 1e3:>9.1f}ms {row['ratio']:>6.2f} {shown:>7}",
+                f"{row['baseline_s'] * 1e3:>9.1f}ms {row['ratio']:>6.2f} {shown:>7} "
+                f"{_cpu_shown(row, 'gostage'):>14} {_cpu_shown(row, 'baseline'):>13}",
                 flush=True,
             )
     if args.json:
