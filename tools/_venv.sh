@@ -1,5 +1,6 @@
 # Shared by tools/demo and tools/test: make sure .venv exists and holds the
-# package (plus extras given as "$1"), then expose $PY. Sourced, not run.
+# package (plus the extras in $EXTRAS, e.g. "[dev]"), then expose $PY. Sourced, not
+# run; the caller's own arguments are left alone.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -23,4 +24,4 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 PY="$ROOT/.venv/bin/python"
 # Quiet, and cheap when everything is already installed.
-"$PY" -m pip install --quiet --disable-pip-version-check --editable ".${1:-}"
+"$PY" -m pip install --quiet --disable-pip-version-check --editable ".${EXTRAS:-}"
