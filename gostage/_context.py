@@ -203,15 +203,6 @@ class ActionContext:
         self._insert_at = 0
         self._resume: dict[str, Any] | None = None
 
-    def _enter(self, action: Action, index: int) -> ActionContext:
-        # One context serves every action of a stage: building one per action
-        # would cost more than running a small action.
-        self.action = action
-        self.action_index = index
-        # Dynamic actions go right after this one, after any it already added.
-        self._insert_at = index + 1
-        return self
-
     # -- what the action works with --------------------------------------------
 
     @property

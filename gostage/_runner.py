@@ -588,7 +588,9 @@ class Runner:
                 logger.info("skipping disabled action %r in stage %r", action.name, stage.id)
                 index += 1
                 continue
-            # Inlined ActionContext._enter: one context serves the whole stage.
+            # One context serves every action of the stage (building one per action
+            # would cost more than a small action); point it at this one. Dynamic
+            # actions go right after it, after any it already added.
             actx.action = action
             actx.action_index = index
             actx._insert_at = index + 1

@@ -182,11 +182,12 @@ def run_children(
     base_ctx = ctx if ctx is not None else RunContext()
     contexts: list[RunContext] = []
     prepared: list[SubWorkflowDef] = []
-    for defn in defs:
-        job_ctx = base_ctx
+    for original in defs:
+        job_ctx, defn = base_ctx, original
         for smw in runner._spawn_middleware:
             job_ctx, defn = smw.before_spawn(job_ctx, defn)
-        check_actions(defn, runner.registry)
+        if defn is not original:  # a middleware replaced it: check the new one too
+            check_actions(defn, runner.registry)
         contexts.append(job_ctx)
         prepared.append(defn)
 
