@@ -1035,3 +1035,14 @@ def test_folded_messages_reach_handlers_in_order_before_each_outcome() -> None:
                 if kind == "workflow_result" and p["workflow_id"] == defn.id
             )
             assert events.index(("ended", defn.id)) > result_at
+
+
+def test_definition_replaced_by_before_spawn_is_checked_before_any_process() -> None:
+    runner = runner_with(report_pid=report_pid)
+    runner.use_spawn_middleware(
+        SpawnMiddlewareFunc(before_spawn=lambda c, d: (c, one_action("not_registered")))
+    )
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(UnknownActionError, match="'not_registered'"):
+        runner.spawn(one_action("report_pid"))
+    assert {p.pid for p in psutil.Process().children(recursive=True)} == before
